@@ -1,0 +1,80 @@
+"""codeinterp's sandbox: Jupyter kernels in locked-down containers, one per session.
+
+An async library with no web framework in it::
+
+    backend = DockerBackend()
+    async with await Session.start(backend, "thread-1") as session:
+        result = await session.execute("print(1 + 1)")
+        assert result.stdout == "2\\n"
+"""
+
+from ._backend import Backend, KernelHost, Limits, SessionSpec, parse_size
+from ._datadir import safe_name
+from ._docker import LABEL, DockerBackend, DockerConfig
+from ._errors import (
+    BackendUnavailable,
+    ConfigError,
+    FileError,
+    FileNotFound,
+    FileTooLarge,
+    ImageBuildError,
+    ImageNotFound,
+    InvalidFileName,
+    KernelStartError,
+    SandboxError,
+    SessionClosed,
+    UnsafeFile,
+)
+from ._image import ImageSpec, build_kernel_image, default_image, image_exists
+from ._local import LocalBackend
+from ._results import (
+    Display,
+    ExecutionError,
+    ExecutionResult,
+    FileInfo,
+    KernelExit,
+    Notice,
+    Outcome,
+    Output,
+    Stream,
+)
+from ._session import Session
+
+__all__ = [
+    "LABEL",
+    "Backend",
+    "BackendUnavailable",
+    "ConfigError",
+    "Display",
+    "DockerBackend",
+    "DockerConfig",
+    "ExecutionError",
+    "ExecutionResult",
+    "FileError",
+    "FileInfo",
+    "FileNotFound",
+    "FileTooLarge",
+    "ImageBuildError",
+    "ImageNotFound",
+    "ImageSpec",
+    "InvalidFileName",
+    "KernelExit",
+    "KernelHost",
+    "KernelStartError",
+    "Limits",
+    "LocalBackend",
+    "Notice",
+    "Outcome",
+    "Output",
+    "SandboxError",
+    "Session",
+    "SessionClosed",
+    "SessionSpec",
+    "Stream",
+    "UnsafeFile",
+    "build_kernel_image",
+    "default_image",
+    "image_exists",
+    "parse_size",
+    "safe_name",
+]

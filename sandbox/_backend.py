@@ -1,0 +1,165 @@
+"""The seam between sessions and whatever hosts their kernels.
+
+A backend starts and stops isolated kernel hosts and moves files in and out of
+them, in the manner of jupyter_client's kernel provisioners. Sessions never
+launch anything themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+from ._datadir import DataDir, Snapshot
+from ._errors import ConfigError
+from ._results import FileInfo, KernelExit
+
+__all__ = ["Backend", "KernelHost", "Limits", "MountedFiles", "SessionSpec", "parse_size"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from ``512m``, ``1g``, ``1GiB`` or a plain integer."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ConfigError(f"cannot read size {value!r}; write it like 512m or 1g")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-session resource limits and output caps; every field has a safe default."""
+
+    memory: str = "1g"  # RAM; swap is set equal, so none is used
+    cpus: float = 1.0  # CPU quota, in cores
+    pids: int = 256  # processes and threads together
+    tmp_size: str = "256m"  # tmpfs for /tmp
+    home_size: str = "256m"  # tmpfs for HOME
+    timeout: float = 60.0  # seconds per execution, by default
+    interrupt_grace: float = 3.0  # seconds to wait for idle after an interrupt before restarting
+    start_timeout: float = 30.0  # seconds for a kernel to answer after start
+    max_stream_bytes: int = 1 << 20  # stdout+stderr kept per execution
+    max_bundle_bytes: int = 10 << 20  # one MIME bundle
+    max_displays: int = 500  # rich outputs kept per execution
+    max_display_bytes: int = 64 << 20  # all rich outputs of one execution together
+    max_reported_files: int = 200  # changed files listed per execution
+    max_file_bytes: int = 512 << 20  # files larger than this are listed but not hashed
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_size(self.memory)
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What to start: one kernel host for one session."""
+
+    session_id: str
+    limits: Limits = field(default_factory=Limits)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the allowlisted environment
+
+
+@dataclass(frozen=True)
+class KernelHost:
+    """A started kernel host, as the backend hands it to a session."""
+
+    session_id: str
+    name: str  # the container id, or the pid for a local kernel
+    connection_info: Mapping[str, Any]  # as seen from this process
+    data: DataDir
+    code_paths: Mapping[str, str] = field(default_factory=dict)  # path rewrites for local kernels
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Start, stop, interrupt and restart kernel hosts, and move their files."""
+
+    async def start(self, spec: SessionSpec) -> KernelHost: ...
+
+    async def stop(self, host: KernelHost) -> None: ...
+
+    async def interrupt(self, host: KernelHost) -> None: ...
+
+    async def restart(self, host: KernelHost) -> None:
+        """A new kernel process in the same host: /mnt/data kept, Python state lost."""
+
+    async def poll(self, host: KernelHost) -> KernelExit | None:
+        """None while the kernel process runs; why it ended otherwise."""
+
+    async def write_file(self, host: KernelHost, name: str, data: bytes | BinaryIO,
+                         *, max_bytes: int | None = None) -> FileInfo: ...
+
+    async def read_file(self, host: KernelHost, path: str, *, max_bytes: int | None = None) -> bytes: ...
+
+    async def export_file(self, host: KernelHost, path: str, dest: Path,
+                          *, max_bytes: int | None = None) -> FileInfo:
+        """Copy a file out to ``dest`` on this host, streaming."""
+
+    async def list_files(self, host: KernelHost) -> list[FileInfo]: ...
+
+    async def delete_file(self, host: KernelHost, path: str) -> None: ...
+
+    async def snapshot(self, host: KernelHost) -> Snapshot: ...
+
+    async def changed_files(self, host: KernelHost, before: Snapshot, *, limit: int,
+                            max_digest_bytes: int) -> tuple[list[FileInfo], bool]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MountedFiles:
+    """File operations for backends whose /mnt/data is a directory on this host."""
+
+    async def write_file(self, host: KernelHost, name: str, data: bytes | BinaryIO,
+                         *, max_bytes: int | None = None) -> FileInfo:
+        return await asyncio.to_thread(host.data.write, name, data, max_bytes=max_bytes)
+
+    async def read_file(self, host: KernelHost, path: str, *, max_bytes: int | None = None) -> bytes:
+        return await asyncio.to_thread(host.data.read, path, max_bytes=max_bytes)
+
+    async def export_file(self, host: KernelHost, path: str, dest: Path,
+                          *, max_bytes: int | None = None) -> FileInfo:
+        return await asyncio.to_thread(host.data.export, path, dest, max_bytes=max_bytes)
+
+    async def list_files(self, host: KernelHost) -> list[FileInfo]:
+        return await asyncio.to_thread(host.data.list)
+
+    async def delete_file(self, host: KernelHost, path: str) -> None:
+        await asyncio.to_thread(host.data.delete, path)
+
+    async def snapshot(self, host: KernelHost) -> Snapshot:
+        return await asyncio.to_thread(host.data.snapshot)
+
+    async def changed_files(self, host: KernelHost, before: Snapshot, *, limit: int,
+                            max_digest_bytes: int) -> tuple[list[FileInfo], bool]:
+        return await asyncio.to_thread(host.data.changed, before, limit=limit,
+                                       max_digest_bytes=max_digest_bytes)
+
+
+def connection_file(transport_prefix: str, key: str) -> dict[str, Any]:
+    """A Jupyter connection file over ipc; ports become socket-name suffixes."""
+    return {
+        "transport": "ipc",
+        "ip": transport_prefix,
+        "shell_port": 1,
+        "iopub_port": 2,
+        "stdin_port": 3,
+        "control_port": 4,
+        "hb_port": 5,
+        "key": key,
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": "",
+    }
+
+
+def socket_paths(prefix: Path) -> list[Path]:
+    return [Path(f"{prefix}-{port}") for port in range(1, 6)]

@@ -1,0 +1,246 @@
+"""DockerBackend: one locked-down container per session. The only module that imports docker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import socket
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.types import Ulimit
+
+from ._backend import KernelHost, MountedFiles, SessionSpec, connection_file, parse_size, socket_paths
+from ._datadir import DataDir
+from ._errors import BackendUnavailable, ImageNotFound, KernelStartError, SandboxError
+from ._results import KernelExit
+
+__all__ = ["DockerBackend", "DockerConfig", "LABEL"]
+
+LABEL = "codeinterp"  # every container we make carries it; sweep by it
+_IN_SOCKETS = "/run/kernel"
+_HOME = "/home/sandbox"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DockerConfig:
+    """How DockerBackend runs containers. Defaults are the safe ones."""
+
+    image: str | None = None  # None: the default image for this checkout
+    work_root: Path = Path("/tmp/codeinterp")  # per-session data and socket dirs; keep it short (ipc paths)
+    uid: int = 1000  # the kernel user; never root
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    labels: Mapping[str, str] = field(default_factory=dict)  # added to every container
+    env: Mapping[str, str] = field(default_factory=dict)  # added to every kernel's environment
+    runtime: str | None = None  # e.g. "runsc" for gVisor
+    base_url: str | None = None  # the Docker endpoint; None reads DOCKER_HOST
+    workers: int = 16  # threads for blocking Docker calls
+
+
+def kernel_environment(spec: SessionSpec, extra: Mapping[str, str]) -> dict[str, str]:
+    """The allowlisted environment: nothing of the host's or the gateway's own."""
+    threads = str(max(1, int(spec.limits.cpus)))
+    env = {
+        "HOME": _HOME,
+        "USER": "sandbox",
+        "PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TZ": "UTC",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "MPLCONFIGDIR": f"{_HOME}/.config/matplotlib",
+        "OPENBLAS_NUM_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+    }
+    env.update(extra)
+    env.update(spec.env)
+    return env
+
+
+class DockerBackend(MountedFiles):
+    """Kernels in containers with no network, as a non-root user, under limits."""
+
+    def __init__(self, config: DockerConfig | None = None) -> None:
+        self.config = config or DockerConfig()
+        self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="docker")
+        self._client: docker.DockerClient | None = None
+        self._image: str | None = self.config.image
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except docker.errors.ImageNotFound as exc:
+            raise ImageNotFound(
+                f"kernel image {self.image} is not built; run `codeinterp image build` (or `make image`)"
+            ) from exc
+        except docker.errors.NotFound as exc:
+            raise SandboxError(f"container vanished: {exc.explanation}") from exc
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"Docker refused: {exc.explanation}") from exc
+        except docker.errors.DockerException as exc:
+            raise BackendUnavailable(
+                f"Docker is not reachable ({exc}); start it with `scripts/docker-up.sh`"
+            ) from exc
+
+    @property
+    def image(self) -> str:
+        if self._image is None:
+            from ._image import default_image
+
+            self._image = default_image()
+        return self._image
+
+    def _docker(self) -> docker.DockerClient:
+        if self._client is None:
+            if self.config.base_url:
+                self._client = docker.DockerClient(base_url=self.config.base_url, timeout=30)
+            else:
+                self._client = docker.from_env(timeout=30)
+        return self._client
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call(lambda: self._docker().ping()))
+        except SandboxError:
+            return False
+
+    async def image_present(self) -> bool:
+        try:
+            await self._call(lambda: self._docker().images.get(self.image))
+        except ImageNotFound:
+            return False
+        return True
+
+    def _labels(self, spec: SessionSpec) -> dict[str, str]:
+        return {**self.config.labels, **spec.labels, LABEL: "1",
+                f"{LABEL}.session": spec.session_id[:200], f"{LABEL}.owner": self.config.owner}
+
+    async def start(self, spec: SessionSpec) -> KernelHost:
+        key = secrets.token_hex(6)
+        root = self.config.work_root / key
+        sockets, data = root / "k", DataDir(root / "data", uid=self.config.uid)
+        hmac_key = secrets.token_hex(32)
+        await asyncio.to_thread(self._prepare_dirs, sockets, data, hmac_key)
+        limits = spec.limits
+        memory = limits.memory_bytes
+        run_args: dict[str, Any] = dict(
+            image=self.image,
+            command=[f"{_IN_SOCKETS}/connection.json"],
+            name=f"codeinterp-{key}",
+            detach=True,
+            labels=self._labels(spec),
+            network_mode="none",
+            user=f"{self.config.uid}:{self.config.uid}",
+            read_only=True,
+            tmpfs={
+                "/tmp": f"size={parse_size(limits.tmp_size)},mode=1777,nosuid,nodev",
+                _HOME: f"size={parse_size(limits.home_size)},uid={self.config.uid},"
+                       f"gid={self.config.uid},mode=0700,nosuid,nodev",
+            },
+            volumes={
+                str(data.path): {"bind": "/mnt/data", "mode": "rw"},
+                str(sockets): {"bind": _IN_SOCKETS, "mode": "rw"},
+            },
+            environment=kernel_environment(spec, self.config.env),
+            working_dir=_HOME,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=limits.pids,
+            mem_limit=memory,
+            memswap_limit=memory,
+            mem_swappiness=0,
+            nano_cpus=int(limits.cpus * 1e9),
+            ulimits=[Ulimit(name="nofile", soft=4096, hard=4096),
+                     Ulimit(name="core", soft=0, hard=0)],
+            log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
+            ipc_mode="private",
+        )
+        if self.config.runtime:
+            run_args["runtime"] = self.config.runtime
+        try:
+            container: Container = await self._call(lambda: self._docker().containers.run(**run_args))
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, root, True)
+            raise
+        info = connection_file(str(sockets / "k"), hmac_key)
+        return KernelHost(session_id=spec.session_id, name=container.id or "", connection_info=info, data=data)
+
+    def _prepare_dirs(self, sockets: Path, data: DataDir, hmac_key: str) -> None:
+        sockets.mkdir(parents=True, mode=0o700)
+        data.create()
+        conn = sockets / "connection.json"
+        conn.write_text(json.dumps(connection_file(f"{_IN_SOCKETS}/k", hmac_key)))
+        conn.chmod(0o400)
+        if os.geteuid() == 0:
+            os.chown(sockets, self.config.uid, self.config.uid)
+            os.chown(conn, self.config.uid, self.config.uid)
+
+    async def stop(self, host: KernelHost) -> None:
+        await self.remove_container(host.name)
+        await asyncio.to_thread(shutil.rmtree, host.data.path.parent, True)
+
+    async def remove_container(self, name: str) -> None:
+        def remove() -> None:
+            try:
+                self._docker().api.remove_container(name, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+        await self._call(remove)
+
+    async def interrupt(self, host: KernelHost) -> None:
+        # tini (PID 1, run with -g) forwards SIGINT to the kernel's process group.
+        def kill() -> None:
+            try:
+                self._docker().api.kill(host.name, signal="SIGINT")
+            except docker.errors.APIError:
+                pass  # not running: nothing to interrupt
+        await self._call(kill)
+
+    async def restart(self, host: KernelHost) -> None:
+        def cycle() -> None:
+            api = self._docker().api
+            try:
+                api.kill(host.name, signal="SIGKILL")
+            except docker.errors.APIError:
+                pass
+            api.wait(host.name, timeout=30)
+            for path in socket_paths(Path(host.connection_info["ip"])):
+                path.unlink(missing_ok=True)
+            api.start(host.name)
+        await self._call(cycle)
+
+    async def poll(self, host: KernelHost) -> KernelExit | None:
+        state = (await self._call(self._docker().api.inspect_container, host.name))["State"]
+        if state.get("Running"):
+            return None
+        return KernelExit(exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")))
+
+    async def ensure_running(self, host: KernelHost) -> None:
+        if await self.poll(host) is not None:
+            raise KernelStartError(f"container {host.name[:12]} exited during start; see `docker logs`")
+
+    async def logs(self, host: KernelHost) -> str:
+        raw = await self._call(self._docker().api.logs, host.name, tail=30)
+        return bytes(raw).decode(errors="replace")
+
+    async def list_labelled(self, **labels: str) -> list[dict[str, Any]]:
+        """Containers that carry our label (and the given ones), running or not."""
+        filters = [f"{LABEL}=1", *(f"{k}={v}" for k, v in labels.items())]
+        return list(await self._call(self._docker().api.containers, all=True, filters={"label": filters}))
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await asyncio.to_thread(self._client.close)
+        self._pool.shutdown(wait=False)

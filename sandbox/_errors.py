@@ -1,0 +1,82 @@
+"""The sandbox error tree. Catch ``SandboxError`` to catch every platform failure.
+
+    SandboxError
+    ├── ConfigError            a setting or limit that cannot be used
+    ├── BackendUnavailable     the container engine cannot be reached
+    ├── ImageNotFound          the kernel image is not built
+    ├── ImageBuildError        building the kernel image failed
+    ├── KernelStartError       a kernel did not come up
+    ├── SessionClosed          the session was stopped
+    └── FileError
+        ├── InvalidFileName    a name with path parts, control characters, ...
+        ├── FileNotFound       no such file in /mnt/data
+        ├── UnsafeFile         a symlink, FIFO, device or directory where a file was expected
+        └── FileTooLarge       over the configured size cap
+
+Errors in the user's code are never raised: they are data in ``ExecutionResult``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "ConfigError",
+    "FileError",
+    "FileNotFound",
+    "FileTooLarge",
+    "ImageBuildError",
+    "ImageNotFound",
+    "InvalidFileName",
+    "KernelStartError",
+    "SandboxError",
+    "SessionClosed",
+    "UnsafeFile",
+]
+
+
+class SandboxError(Exception):
+    """A failure of the platform, never of the user's code."""
+
+
+class ConfigError(SandboxError, ValueError):
+    pass
+
+
+class BackendUnavailable(SandboxError):
+    pass
+
+
+class ImageNotFound(SandboxError):
+    pass
+
+
+class ImageBuildError(SandboxError):
+    pass
+
+
+class KernelStartError(SandboxError):
+    pass
+
+
+class SessionClosed(SandboxError):
+    pass
+
+
+class FileError(SandboxError):
+    pass
+
+
+class InvalidFileName(FileError):
+    pass
+
+
+class FileNotFound(FileError):
+    pass
+
+
+class UnsafeFile(FileError):
+    pass
+
+
+class FileTooLarge(FileError):
+    pass

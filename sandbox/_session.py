@@ -1,0 +1,204 @@
+"""A session: one kernel host bound to one thread or container id."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from ._backend import Backend, KernelHost, Limits, SessionSpec
+from ._errors import KernelStartError, SessionClosed
+from ._kernel import Collector, KernelClient, OutputSink
+from ._results import ExecutionResult, FileInfo, KernelExit, Notice, Outcome
+
+__all__ = ["Session"]
+
+
+class Session:
+    """Executes code in one kernel, one execution at a time, with files in /mnt/data.
+
+    Create it with ``await Session.start(backend, session_id)``; close it with
+    ``await session.close()`` or ``async with``.
+    """
+
+    def __init__(self, backend: Backend, host: KernelHost, kernel: KernelClient, limits: Limits) -> None:
+        self.backend = backend
+        self.host = host
+        self.limits = limits
+        self._kernel = kernel
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self.started_at = time.time()
+        self.last_active = time.time()
+
+    @classmethod
+    async def start(
+        cls,
+        backend: Backend,
+        session_id: str,
+        *,
+        limits: Limits | None = None,
+        labels: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+        files: Iterable[tuple[str, bytes | BinaryIO]] = (),
+    ) -> Session:
+        limits = limits or Limits()
+        spec = SessionSpec(session_id=session_id, limits=limits, labels=labels or {}, env=env or {})
+        host = await backend.start(spec)
+        kernel: KernelClient | None = None
+        try:
+            kernel = KernelClient(host.connection_info)
+            session = cls(backend, host, kernel, limits)
+            await kernel.wait_ready(limits.start_timeout, session._alive)
+            for name, data in files:
+                await session.write_file(name, data)
+        except BaseException as exc:
+            if kernel is not None:
+                kernel.close()
+            await asyncio.shield(backend.stop(host))
+            if isinstance(exc, KernelStartError):
+                raise KernelStartError(f"{exc}; check that the kernel image runs (`codeinterp doctor`)") from exc
+            raise
+        return session
+
+    @property
+    def id(self) -> str:
+        return self.host.session_id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise SessionClosed(f"session {self.id} was closed; start a new one")
+        self.last_active = time.time()
+
+    async def _alive(self) -> bool:
+        return await self.backend.poll(self.host) is None
+
+    # -- execution ----------------------------------------------------------
+
+    async def execute(self, code: str, *, timeout: float | None = None,
+                      on_output: OutputSink | None = None) -> ExecutionResult:
+        """Run ``code``; errors in it are data in the result, never raised.
+
+        Executions queue behind one another. If the caller is cancelled, the
+        kernel is interrupted and the session is left idle for the next one.
+        """
+        self._check()
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(self._execute(code, timeout or self.limits.timeout, on_output, stop))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
+    async def _execute(self, code: str, timeout: float, sink: OutputSink | None,
+                       stop: asyncio.Event) -> ExecutionResult:
+        async with self._lock:
+            self._check()
+            started = time.monotonic()
+            before = await self.backend.snapshot(self.host)
+            collector = Collector(self.limits, sink)
+            for inside, outside in self.host.code_paths.items():
+                code = code.replace(inside, outside)
+            msg_id = self._kernel.submit(code)
+            turn = await self._kernel.follow(msg_id, collector, started + timeout, self._alive, stop)
+            restarted, exit_info = False, None
+            if turn.idle:
+                outcome = Outcome.ERROR if any(o.kind == "error" for o in collector.outputs) else Outcome.OK
+            elif turn.dead:
+                exit_info = await self.backend.poll(self.host) or KernelExit(exit_code=None)
+                outcome = Outcome.OUT_OF_MEMORY if exit_info.oom_killed else Outcome.KERNEL_DIED
+                await self._restart()
+                restarted = True
+                what = "ran out of memory" if exit_info.oom_killed else f"died ({exit_info.reason})"
+                collector.notice(f"The Python kernel {what} and was restarted: variables were lost, "
+                                 "files in /mnt/data are kept.")
+            else:
+                outcome = Outcome.CANCELLED if stop.is_set() else Outcome.TIMEOUT
+                restarted = await self._interrupt(msg_id, collector)
+                if outcome is Outcome.TIMEOUT:
+                    tail = ("it did not stop, so the kernel was restarted: variables were lost, files in "
+                            "/mnt/data are kept." if restarted else "variables are kept.")
+                    collector.notice(f"Execution timed out after {timeout:g} s and was interrupted; {tail}")
+            files, truncated = await self.backend.changed_files(
+                self.host, before, limit=self.limits.max_reported_files,
+                max_digest_bytes=self.limits.max_file_bytes)
+            if truncated:
+                collector.notice(f"[more than {self.limits.max_reported_files} files changed in /mnt/data; "
+                                 "only the newest are listed]")
+            self.last_active = time.time()
+            return ExecutionResult(
+                outcome=outcome, outputs=tuple(collector.outputs), execution_count=collector.execution_count,
+                duration=time.monotonic() - started, files=tuple(files), files_truncated=truncated,
+                kernel_restarted=restarted, exit=exit_info)
+
+    async def _interrupt(self, msg_id: str, collector: Collector) -> bool:
+        """Interrupt; restart if the kernel is not idle within the grace period. True if restarted."""
+        await self.backend.interrupt(self.host)
+        turn = await self._kernel.follow(msg_id, collector, time.monotonic() + self.limits.interrupt_grace,
+                                         self._alive, None)
+        if turn.idle:
+            return False
+        await self._restart()
+        return True
+
+    async def _restart(self) -> None:
+        await self.backend.restart(self.host)
+        self._kernel.reconnect()
+        await self._kernel.wait_ready(self.limits.start_timeout, self._alive)
+
+    async def restart(self) -> None:
+        """A fresh kernel: Python state lost, /mnt/data kept."""
+        self._check()
+        async with self._lock:
+            await self._restart()
+
+    # -- files ---------------------------------------------------------------
+
+    async def write_file(self, name: str, data: bytes | BinaryIO, *, max_bytes: int | None = None) -> FileInfo:
+        """Place a file at /mnt/data/<safe name>; a clashing name gets a numbered suffix."""
+        self._check()
+        return await self.backend.write_file(self.host, name, data, max_bytes=max_bytes)
+
+    async def read_file(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        self._check()
+        return await self.backend.read_file(self.host, path, max_bytes=max_bytes)
+
+    async def export_file(self, path: str, dest: Path, *, max_bytes: int | None = None) -> FileInfo:
+        """Copy a file out of /mnt/data to ``dest`` on this host, without reading it whole."""
+        self._check()
+        return await self.backend.export_file(self.host, path, dest, max_bytes=max_bytes)
+
+    async def list_files(self) -> list[FileInfo]:
+        self._check()
+        return await self.backend.list_files(self.host)
+
+    async def delete_file(self, path: str) -> None:
+        self._check()
+        await self.backend.delete_file(self.host, path)
+
+    # -- end -------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop the kernel host and remove it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._kernel.close()
+        await self.backend.stop(self.host)
