@@ -37,6 +37,7 @@ from ._results import (
     Outcome,
     Output,
     Stream,
+    log_fragment,
 )
 from ._session import Session
 
@@ -75,6 +76,7 @@ __all__ = [
     "build_kernel_image",
     "default_image",
     "image_exists",
+    "log_fragment",
     "parse_size",
     "safe_name",
 ]

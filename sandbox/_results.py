@@ -18,6 +18,7 @@ __all__ = [
     "Outcome",
     "Output",
     "Stream",
+    "log_fragment",
     "strip_ansi",
 ]
 
@@ -93,6 +94,20 @@ class Outcome(str, enum.Enum):
     CANCELLED = "cancelled"  # the caller went away; the kernel was interrupted
 
 
+def log_fragment(output: Output, logs_so_far: str) -> str:
+    """The text ``output`` adds to the logs; images add nothing, other displays their text/plain."""
+    if isinstance(output, Stream):
+        return output.text
+    if isinstance(output, Display):
+        if output.text is None or any(str(k).startswith("image/") for k in output.data):
+            return ""
+        text = output.text
+    else:
+        text = output.text
+    lead = "\n" if logs_so_far and not logs_so_far.endswith("\n") else ""
+    return f"{lead}{text}\n"
+
+
 @dataclass(frozen=True)
 class FileInfo:
     """A regular file under /mnt/data; ``path`` is relative to it."""
@@ -165,21 +180,10 @@ class ExecutionResult:
     @property
     def logs(self) -> str:
         """What a model should read: streams, result text, traceback and notices, in order."""
-        parts: list[str] = []
+        text = ""
         for output in self.outputs:
-            if isinstance(output, Stream):
-                parts.append(output.text)
-                continue
-            if isinstance(output, Display):
-                if not output.is_result or output.text is None:
-                    continue
-                text = output.text
-            else:
-                text = output.text
-            if parts and not parts[-1].endswith("\n"):
-                parts.append("\n")
-            parts.append(text + "\n")
-        return "".join(parts)
+            text += log_fragment(output, text)
+        return text
 
     @property
     def displays(self) -> tuple[Display, ...]:

@@ -91,62 +91,80 @@ class Session:
 
     # -- execution ----------------------------------------------------------
 
-    async def execute(self, code: str, *, timeout: float | None = None,
-                      on_output: OutputSink | None = None) -> ExecutionResult:
+    async def execute(self, code: str, *, timeout: float | None = None, on_output: OutputSink | None = None,
+                      stop: asyncio.Event | None = None) -> ExecutionResult:
         """Run ``code``; errors in it are data in the result, never raised.
 
-        Executions queue behind one another. If the caller is cancelled, the
-        kernel is interrupted and the session is left idle for the next one.
+        Executions queue behind one another; ``timeout`` bounds the wait for a
+        turn as well as the run. Setting ``stop``, or cancelling the caller,
+        interrupts the kernel and leaves the session idle for the next one.
         """
         self._check()
-        stop = asyncio.Event()
-        task = asyncio.ensure_future(self._execute(code, timeout or self.limits.timeout, on_output, stop))
+        timeout = timeout or self.limits.timeout
+        stop = stop or asyncio.Event()
+        task = asyncio.ensure_future(self._queued(code, timeout, on_output, stop))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             stop.set()
             raise
 
+    async def _queued(self, code: str, timeout: float, sink: OutputSink | None,
+                      stop: asyncio.Event) -> ExecutionResult:
+        waited = time.monotonic()
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout)
+        except TimeoutError:
+            notice = Notice(f"Execution did not start within {timeout:g} s: the sandbox was busy with "
+                            "another execution. Try again.")
+            if sink is not None:
+                sink(notice)
+            return ExecutionResult(outcome=Outcome.TIMEOUT, outputs=(notice,),
+                                   duration=time.monotonic() - waited)
+        try:
+            return await self._execute(code, timeout - (time.monotonic() - waited), sink, stop)
+        finally:
+            self._lock.release()
+
     async def _execute(self, code: str, timeout: float, sink: OutputSink | None,
                        stop: asyncio.Event) -> ExecutionResult:
-        async with self._lock:
-            self._check()
-            started = time.monotonic()
-            before = await self.backend.snapshot(self.host)
-            collector = Collector(self.limits, sink)
-            for inside, outside in self.host.code_paths.items():
-                code = code.replace(inside, outside)
-            msg_id = self._kernel.submit(code)
-            turn = await self._kernel.follow(msg_id, collector, started + timeout, self._alive, stop)
-            restarted, exit_info = False, None
-            if turn.idle:
-                outcome = Outcome.ERROR if any(o.kind == "error" for o in collector.outputs) else Outcome.OK
-            elif turn.dead:
-                exit_info = await self.backend.poll(self.host) or KernelExit(exit_code=None)
-                outcome = Outcome.OUT_OF_MEMORY if exit_info.oom_killed else Outcome.KERNEL_DIED
-                await self._restart()
-                restarted = True
-                what = "ran out of memory" if exit_info.oom_killed else f"died ({exit_info.reason})"
-                collector.notice(f"The Python kernel {what} and was restarted: variables were lost, "
-                                 "files in /mnt/data are kept.")
-            else:
-                outcome = Outcome.CANCELLED if stop.is_set() else Outcome.TIMEOUT
-                restarted = await self._interrupt(msg_id, collector)
-                if outcome is Outcome.TIMEOUT:
-                    tail = ("it did not stop, so the kernel was restarted: variables were lost, files in "
-                            "/mnt/data are kept." if restarted else "variables are kept.")
-                    collector.notice(f"Execution timed out after {timeout:g} s and was interrupted; {tail}")
-            files, truncated = await self.backend.changed_files(
-                self.host, before, limit=self.limits.max_reported_files,
-                max_digest_bytes=self.limits.max_file_bytes)
-            if truncated:
-                collector.notice(f"[more than {self.limits.max_reported_files} files changed in /mnt/data; "
-                                 "only the newest are listed]")
-            self.last_active = time.time()
-            return ExecutionResult(
-                outcome=outcome, outputs=tuple(collector.outputs), execution_count=collector.execution_count,
-                duration=time.monotonic() - started, files=tuple(files), files_truncated=truncated,
-                kernel_restarted=restarted, exit=exit_info)
+        self._check()
+        started = time.monotonic()
+        before = await self.backend.snapshot(self.host)
+        collector = Collector(self.limits, sink)
+        for inside, outside in self.host.code_paths.items():
+            code = code.replace(inside, outside)
+        msg_id = self._kernel.submit(code)
+        turn = await self._kernel.follow(msg_id, collector, started + timeout, self._alive, stop)
+        restarted, exit_info = False, None
+        if turn.idle:
+            outcome = Outcome.ERROR if any(o.kind == "error" for o in collector.outputs) else Outcome.OK
+        elif turn.dead:
+            exit_info = await self.backend.poll(self.host) or KernelExit(exit_code=None)
+            outcome = Outcome.OUT_OF_MEMORY if exit_info.oom_killed else Outcome.KERNEL_DIED
+            await self._restart()
+            restarted = True
+            what = "ran out of memory" if exit_info.oom_killed else f"died ({exit_info.reason})"
+            collector.notice(f"The Python kernel {what} and was restarted: variables were lost, "
+                             "files in /mnt/data are kept.")
+        else:
+            outcome = Outcome.CANCELLED if stop.is_set() else Outcome.TIMEOUT
+            restarted = await self._interrupt(msg_id, collector)
+            if outcome is Outcome.TIMEOUT:
+                tail = ("it did not stop, so the kernel was restarted: variables were lost, files in "
+                        "/mnt/data are kept." if restarted else "variables are kept.")
+                collector.notice(f"Execution timed out after {timeout:g} s and was interrupted; {tail}")
+        files, truncated = await self.backend.changed_files(
+            self.host, before, limit=self.limits.max_reported_files,
+            max_digest_bytes=self.limits.max_file_bytes)
+        if truncated:
+            collector.notice(f"[more than {self.limits.max_reported_files} files changed in /mnt/data; "
+                             "only the newest are listed]")
+        self.last_active = time.time()
+        return ExecutionResult(
+            outcome=outcome, outputs=tuple(collector.outputs), execution_count=collector.execution_count,
+            duration=time.monotonic() - started, files=tuple(files), files_truncated=truncated,
+            kernel_restarted=restarted, exit=exit_info)
 
     async def _interrupt(self, msg_id: str, collector: Collector) -> bool:
         """Interrupt; restart if the kernel is not idle within the grace period. True if restarted."""

@@ -1,0 +1,123 @@
+"""create_app: the FastAPI app over services it is handed. It builds nothing itself."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import TooLarge, error_response, install_error_handlers
+from .metrics import Metrics
+from .routes import containers, files, threads
+from .routes.context import Services
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("codeinterp.gateway")
+Hook = Callable[[], Awaitable[None]]
+
+
+def create_app(services: Services, *, metrics: Metrics, health: Callable[[], Awaitable[dict[str, Any]]],
+               max_upload_bytes: int, on_startup: Hook | None = None, on_shutdown: Hook | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if on_startup is not None:
+            await on_startup()
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                await on_shutdown()
+
+    app = FastAPI(title="codeinterp", version="0.1.0", lifespan=lifespan,
+                  description="A self-hosted, sandboxed code interpreter with OpenAI-shaped APIs.")
+    app.state.services = services
+    install_error_handlers(app)
+    for module in (files, containers, threads):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> JSONResponse:
+        report = await health()
+        return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.monotonic()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        elapsed = time.monotonic() - started
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(elapsed)
+        log.info("request", extra={"method": request.method, "route": path, "status": response.status_code,
+                                   "duration_ms": round(elapsed * 1000, 1),
+                                   "owner": getattr(request.state, "owner", None)})
+        return response
+
+    # Outermost: refuse oversized bodies before anything parses or spools them.
+    return BodyLimit(app, max_upload_bytes + (1 << 20), json_limit=4 << 20)  # type: ignore[return-value]
+
+
+class BodyLimit:
+    """413 for a body over the limit: by Content-Length at once, or when a chunked body passes it."""
+
+    def __init__(self, app: ASGIApp, limit: int, *, json_limit: int) -> None:
+        self.app, self.limit, self.json_limit = app, limit, json_limit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        multipart = headers.get(b"content-type", b"").startswith(b"multipart/")
+        limit = self.limit if multipart else self.json_limit
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _reject(send, limit)
+            return
+        seen = 0
+        started = False
+
+        async def counted_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _Overflow(f"The request body is larger than {limit} bytes.")
+            return message
+
+        try:
+            await self.app(scope, counted_receive, counted_send)
+        except _Overflow:
+            if not started:
+                await _reject(send, limit)
+
+
+class _Overflow(TooLarge):
+    """Raised into the app's body reading; its handler answers 413."""
+
+
+async def _reject(send: Send, limit: int) -> None:
+    response = error_response(TooLarge(f"The request body is larger than {limit} bytes."))
+    await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})

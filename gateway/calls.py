@@ -1,0 +1,231 @@
+"""Code-interpreter calls: run code in a container and shape what it did as an Assistants run step."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+from urllib.parse import unquote
+
+import sandbox
+
+from .containers import ContainerService
+from .errors import BadRequest, NotFound
+from .files import FileService
+from .store import ContainerFileRecord, ContainerRecord, Page, Store, new_id
+
+__all__ = ["CallRun", "CallService", "annotate"]
+
+log = logging.getLogger("codeinterp.gateway")
+
+_ERRORS = {
+    sandbox.Outcome.TIMEOUT: ("timeout", "The execution timed out and was interrupted."),
+    sandbox.Outcome.KERNEL_DIED: ("kernel_died", "The Python kernel died and was restarted."),
+    sandbox.Outcome.OUT_OF_MEMORY: ("out_of_memory", "The Python kernel ran out of memory and was restarted."),
+    sandbox.Outcome.CANCELLED: ("sandbox_error", "The client went away; the execution was interrupted."),
+}
+_IMAGES = {"image/png": "png", "image/jpeg": "jpg"}
+_RICH = ("text/html", "image/svg+xml", "application/json")
+_LINK = re.compile(r"sandbox:(/mnt/data/[^\s()\[\]<>\"'`]+)")
+
+
+@dataclass
+class CallRun:
+    """One call in flight: its deltas as they happen, and the finished call object."""
+
+    id: str
+    code: str
+    container_id: str
+    thread_id: str | None
+    created_at: int
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    deltas: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    rich: list[dict[str, Any]] = field(default_factory=list)
+    logs_index: int | None = None
+    task: asyncio.Task[dict[str, Any]] | None = None
+
+    def tool_call(self, outputs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": self.id, "type": "code_interpreter",
+                "code_interpreter": {"input": self.code, "outputs": outputs}}
+
+    def body(self, status: str, error: dict[str, str] | None = None, files: Sequence[dict[str, Any]] = (),
+             completed_at: int | None = None, execution_count: int | None = None) -> dict[str, Any]:
+        return {**self.tool_call(self.outputs), "status": status, "error": error,
+                "container_id": self.container_id, "thread_id": self.thread_id, "created_at": self.created_at,
+                "completed_at": completed_at, "files": list(files), "rich_outputs": self.rich,
+                "execution_count": execution_count}
+
+    def delta(self, output: dict[str, Any]) -> dict[str, Any]:
+        return {"index": 0, "type": "code_interpreter", "code_interpreter": {"outputs": [output]}}
+
+
+class CallService:
+    def __init__(self, store: Store, files: FileService, containers: ContainerService,
+                 default_timeout: float, max_timeout: float) -> None:
+        self.store, self.files, self.containers = store, files, containers
+        self.default_timeout, self.max_timeout = default_timeout, max_timeout
+
+    async def start(self, owner: str, record: ContainerRecord, *, code: str, file_ids: Sequence[str],
+                    timeout: float | None, thread_id: str | None = None) -> CallRun:
+        """Validate, place files, record the call as in progress, and start running it."""
+        if not code.strip():
+            raise BadRequest("'input' must contain code to run.", param="input")
+        if timeout is not None and timeout <= 0:
+            raise BadRequest("'timeout' must be a positive number of seconds.", param="timeout")
+        seconds = min(timeout or self.default_timeout, self.max_timeout)
+        record = await self.containers.touch(record)
+        session = self.containers.session_of(record)
+        await self.containers.place_missing(owner, record, file_ids)
+        run = CallRun(id=new_id("call_"), code=code, container_id=record.id, thread_id=thread_id,
+                      created_at=int(time.time()))
+        await self.store.put_call(run.id, record.id, "in_progress", run.body("in_progress"))
+        run.deltas.put_nowait({"index": 0, "id": run.id, "type": "code_interpreter",
+                               "code_interpreter": {"input": code, "outputs": []}})
+        run.task = asyncio.create_task(self._run(owner, record, session, run, seconds))
+        return run
+
+    async def _run(self, owner: str, record: ContainerRecord, session: sandbox.Session, run: CallRun,
+                   timeout: float) -> dict[str, Any]:
+        started = time.monotonic()
+        raw: asyncio.Queue[sandbox.Output] = asyncio.Queue()
+        try:
+            execution = asyncio.ensure_future(
+                session.execute(run.code, timeout=timeout, on_output=raw.put_nowait, stop=run.stop))
+            while not execution.done() or not raw.empty():
+                getter = asyncio.ensure_future(raw.get())
+                await asyncio.wait({getter, execution}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    await self._consume(owner, run, getter.result())
+                else:
+                    getter.cancel()
+            result = execution.result()
+            files = await self._collect(owner, record, result.files)
+            code, message = _error_of(result)
+            status = "completed" if result.outcome in (sandbox.Outcome.OK, sandbox.Outcome.ERROR) else "incomplete"
+            body = run.body(status, {"code": code, "message": message} if code else None, files,
+                            int(time.time()), result.execution_count)
+        except sandbox.SandboxError as exc:
+            log.warning("call failed", extra={"call_id": run.id, "error": type(exc).__name__})
+            body = run.body("failed", {"code": "sandbox_error", "message": str(exc)}, (), int(time.time()))
+        except BaseException:
+            body = run.body("failed", {"code": "sandbox_error", "message": "internal error"}, (), int(time.time()))
+            await asyncio.shield(self.store.put_call(run.id, record.id, "failed", body))
+            run.deltas.put_nowait(None)
+            raise
+        await self.store.put_call(run.id, record.id, body["status"], body)
+        await self.containers.touch(record)
+        log.info("call finished", extra={"call_id": run.id, "container_id": record.id, "status": body["status"],
+                                         "duration_ms": round((time.monotonic() - started) * 1000),
+                                         "outputs": len(run.outputs), "files": len(body["files"])})
+        run.deltas.put_nowait(None)
+        return body
+
+    async def _consume(self, owner: str, run: CallRun, output: sandbox.Output) -> None:
+        """Turn one sandbox output into call outputs, in order of first appearance."""
+        if isinstance(output, sandbox.Display):
+            image = next((m for m in _IMAGES if m in output.data), None)
+            if image is not None:
+                await self._image(owner, run, output, image)
+                return
+            for mime in _RICH:
+                if mime in output.data:
+                    run.rich.append({"index": len(run.rich), "mime_type": mime, "data": output.data[mime]})
+                    break
+        logs_so_far = run.outputs[run.logs_index]["logs"] if run.logs_index is not None else ""
+        text = sandbox.log_fragment(output, logs_so_far)
+        if not text:
+            return
+        if run.logs_index is None:
+            run.logs_index = len(run.outputs)
+            run.outputs.append({"type": "logs", "logs": ""})
+        run.outputs[run.logs_index]["logs"] += text
+        run.deltas.put_nowait(run.delta({"index": run.logs_index, "type": "logs", "logs": text}))
+
+    async def _image(self, owner: str, run: CallRun, output: sandbox.Display, mime: str) -> None:
+        payload = output.data[mime]
+        try:
+            data = base64.b64decode(payload if isinstance(payload, str) else "", validate=False)
+        except (binascii.Error, ValueError):
+            return
+        index = len(run.outputs)
+        stored = await self.files.store_file(owner, f"{run.id}-{index}.{_IMAGES[mime]}", "assistants_output",
+                                             BytesIO(data))
+        item = {"type": "image", "image": {"file_id": stored.id}}
+        run.outputs.append(item)
+        run.deltas.put_nowait(run.delta({"index": index, **item}))
+
+    async def _collect(self, owner: str, record: ContainerRecord,
+                       changed: Sequence[sandbox.FileInfo]) -> list[dict[str, Any]]:
+        """Store every file the call created or changed; the latest version of a path wins."""
+        session = self.containers.session_of(record)
+        known = {row.path: row for row in await self.store.container_files(record.id)}
+        entries = []
+        for info in changed:
+            if info.sha256 is None:
+                continue  # over the size cap: listed in /mnt/data, not stored
+            tmp = self.files.blobs.scratch()
+            try:
+                exported = await session.export_file(info.path, tmp, max_bytes=self.files.max_bytes)
+            except sandbox.FileError:
+                tmp.unlink(missing_ok=True)
+                continue
+            name = info.path.rsplit("/", 1)[-1]
+            stored = await self.files.adopt(owner, name, "assistants_output", tmp, exported.size,
+                                            exported.sha256 or "")
+            previous = known.get(info.sandbox_path)
+            await self.store.upsert_container_file(ContainerFileRecord(
+                id=previous.id if previous else new_id("cfile_"), container_id=record.id, path=info.sandbox_path,
+                bytes=exported.size, source=previous.source if previous else "assistant", file_id=stored.id,
+                sha256=exported.sha256, created_at=previous.created_at if previous else int(time.time())))
+            entries.append({"file_id": stored.id, "path": info.sandbox_path,
+                            "text": f"sandbox:{info.sandbox_path}", "bytes": exported.size})
+        return entries
+
+    async def wait(self, run: CallRun) -> dict[str, Any]:
+        assert run.task is not None
+        return await asyncio.shield(run.task)
+
+    async def get(self, record: ContainerRecord, call_id: str) -> dict[str, Any]:
+        call = await self.store.get_call(record.id, call_id)
+        if call is None:
+            raise NotFound(f"No such call: {call_id}", param="call_id")
+        return call.body
+
+    async def list(self, record: ContainerRecord, *, limit: int, order: str, after: str | None) -> Page:
+        return await self.store.list_calls(record.id, limit=limit, order=order, after=after)
+
+    async def annotate(self, record: ContainerRecord | None, text: str) -> list[dict[str, Any]]:
+        if record is None:
+            return []
+        rows = await self.store.container_files(record.id)
+        return annotate(text, {row.path: row.file_id for row in rows if row.file_id})
+
+
+def annotate(text: str, files_by_path: dict[str, str]) -> list[dict[str, Any]]:
+    """A file_path annotation for each sandbox: link that names a known file; others are left alone."""
+    annotations = []
+    for match in _LINK.finditer(text):
+        path = match.group(1).rstrip(".,;:!?")
+        file_id = files_by_path.get(path) or files_by_path.get(unquote(path))
+        if file_id is None:
+            continue
+        link = f"sandbox:{path}"
+        annotations.append({"type": "file_path", "text": link, "start_index": match.start(),
+                            "end_index": match.start() + len(link), "file_path": {"file_id": file_id}})
+    return annotations
+
+
+def _error_of(result: sandbox.ExecutionResult) -> tuple[str | None, str]:
+    if result.outcome is sandbox.Outcome.ERROR and result.error is not None:
+        return "execution_error", f"{result.error.name}: {result.error.value}"
+    if result.outcome in _ERRORS:
+        return _ERRORS[result.outcome]
+    return None, ""

@@ -1,0 +1,118 @@
+"""The composition root: the one place that builds the gateway's collaborators from Settings."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from functools import cached_property
+from typing import Any
+
+from fastapi import FastAPI
+
+import sandbox
+
+from .app import create_app
+from .auth import KeyRing
+from .blobs import BlobStore
+from .calls import CallService
+from .containers import ContainerService, SandboxDefaults
+from .files import FileService
+from .metrics import Metrics
+from .routes.context import Services
+from .settings import Settings
+from .store import Store
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("codeinterp.gateway")
+
+
+class Gateway:
+    """Everything the service is made of, built lazily and once. Pass ``backend`` to use another one."""
+
+    def __init__(self, settings: Settings, backend: sandbox.Backend | None = None) -> None:
+        self.settings = settings
+        self._backend = backend
+
+    @cached_property
+    def instance(self) -> str:
+        """A label shared by this data dir's containers, so that gateways never touch each other's."""
+        return hashlib.sha256(str(self.settings.data_dir.resolve()).encode()).hexdigest()[:16]
+
+    @cached_property
+    def backend(self) -> sandbox.Backend:
+        if self._backend is not None:
+            return self._backend
+        return sandbox.DockerBackend(sandbox.DockerConfig(
+            image=self.settings.image or None, work_root=self.settings.work_root,
+            labels={**self.settings.container_labels, "codeinterp.instance": self.instance}))
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.settings.db_url)
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.settings.data_dir / "files")
+
+    @cached_property
+    def services(self) -> Services:
+        s = self.settings
+        files = FileService(self.store, self.blobs, s.max_upload_bytes)
+        limits = sandbox.Limits(cpus=s.cpus, pids=s.pids_limit, tmp_size=s.tmp_size, timeout=s.default_timeout,
+                                max_file_bytes=s.max_upload_bytes)
+        containers = ContainerService(self.store, files, self.backend, SandboxDefaults(
+            limits=limits, labels={"codeinterp.instance": self.instance}, max_file_ids=s.max_file_ids,
+            thread_expiry_minutes=s.thread_expiry_minutes))
+        calls = CallService(self.store, files, containers, s.default_timeout, s.max_timeout)
+        return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys))
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        return Metrics(sessions=lambda: self.services.containers.live_count,
+                       storage_bytes=lambda: self.blobs.used_bytes())
+
+    def app(self) -> FastAPI:
+        return create_app(self.services, metrics=self.metrics, health=self.health,
+                          max_upload_bytes=self.settings.max_upload_bytes, on_startup=self.startup,
+                          on_shutdown=self.shutdown)
+
+    async def health(self) -> dict[str, Any]:
+        backend = self.backend
+        report: dict[str, Any] = {"status": "ok"}
+        if isinstance(backend, sandbox.DockerBackend):
+            report["docker"] = await backend.ping()
+            report["image"] = {"name": backend.image,
+                               "present": await backend.image_present() if report["docker"] else False}
+            if not (report["docker"] and report["image"]["present"]):
+                report["status"] = "degraded"
+        return report
+
+    async def startup(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.blobs.create()
+        await self.store.create_schema()
+        await self.recover()
+
+    async def recover(self) -> None:
+        """After a stop or crash: no sandbox of ours survives it, and no call stays in progress."""
+        for call in await self.store.calls_in_progress():
+            body = {**call.body, "status": "incomplete",
+                    "error": {"code": "sandbox_error", "message": "gateway restarted"}}
+            await self.store.put_call(call.id, call.container_id, "incomplete", body)
+        for record in await self.store.containers_with_status("running"):
+            await self.store.update_container(record.id, status="expired")
+        if isinstance(self.backend, sandbox.DockerBackend):
+            try:
+                leftovers = await self.backend.list_labelled(**{"codeinterp.instance": self.instance})
+            except sandbox.SandboxError:
+                return
+            for container in leftovers:
+                await self.backend.remove_container(container["Id"])
+            if leftovers:
+                log.info("removed leftover containers", extra={"count": len(leftovers)})
+
+    async def shutdown(self) -> None:
+        await self.services.containers.close_all()
+        await self.store.close()
+        await self.backend.aclose()

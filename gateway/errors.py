@@ -1,0 +1,155 @@
+"""The gateway's error tree, and the one table that maps errors to HTTP.
+
+    GatewayError
+    ├── BadRequest        400  invalid_request_error
+    ├── Unauthorized      401  authentication_error
+    ├── NotFound          404  invalid_request_error
+    ├── Conflict          409  invalid_request_error
+    ├── TooLarge          413  invalid_request_error
+    ├── AtCapacity        429  rate_limit_error (with Retry-After)
+    └── Unavailable       503  server_error
+
+Sandbox errors are translated here too, so route code never catches them.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import sandbox
+
+__all__ = [
+    "AtCapacity",
+    "BadRequest",
+    "Conflict",
+    "GatewayError",
+    "NotFound",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+    "install_error_handlers",
+]
+
+log = logging.getLogger("codeinterp.gateway")
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+
+class BadRequest(GatewayError):
+    status, type = 400, "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    status, type = 401, "authentication_error"
+
+
+class NotFound(GatewayError):
+    status, type = 404, "invalid_request_error"
+
+
+class Conflict(GatewayError):
+    status, type = 409, "invalid_request_error"
+
+
+class TooLarge(GatewayError):
+    status, type = 413, "invalid_request_error"
+
+
+class AtCapacity(GatewayError):
+    status, type = 429, "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(GatewayError):
+    status, type = 503, "server_error"
+
+
+# The one table: sandbox failures, by class, to the gateway error they become.
+_SANDBOX: list[tuple[type[sandbox.SandboxError], type[GatewayError]]] = [
+    (sandbox.InvalidFileName, BadRequest),
+    (sandbox.ConfigError, BadRequest),
+    (sandbox.FileNotFound, NotFound),
+    (sandbox.UnsafeFile, BadRequest),
+    (sandbox.FileTooLarge, TooLarge),
+    (sandbox.SessionClosed, Conflict),
+    (sandbox.BackendUnavailable, Unavailable),
+    (sandbox.ImageNotFound, Unavailable),
+    (sandbox.KernelStartError, Unavailable),
+    (sandbox.SandboxError, Unavailable),
+]
+
+
+def translate(exc: sandbox.SandboxError) -> GatewayError:
+    for source, target in _SANDBOX:
+        if isinstance(exc, source):
+            return target(str(exc))
+    return Unavailable(str(exc))
+
+
+def _body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(exc: GatewayError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, AtCapacity) else None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    return JSONResponse(_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status,
+                        headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def _gateway(request: Request, exc: GatewayError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(sandbox.SandboxError)
+    async def _sandbox(request: Request, exc: sandbox.SandboxError) -> JSONResponse:
+        mapped = translate(exc)
+        if mapped.status >= 500:
+            log.warning("sandbox failure", extra={"error": type(exc).__name__, "path": request.url.path})
+        return error_response(mapped)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form")]
+        param = ".".join(loc) or None
+        kind = first.get("type", "")
+        if kind == "json_invalid":
+            message = "The request body is not valid JSON."
+        elif kind == "missing":
+            message = f"Missing required parameter: '{param}'."
+        else:
+            message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}."
+        return JSONResponse(_body(message, "invalid_request_error", param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        message = str(exc.detail) if exc.status_code != 404 else f"Unknown route {request.url.path}."
+        return JSONResponse(_body(message, type_), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = uuid.uuid4().hex
+        log.exception("unexpected error", extra={"request_id": request_id, "path": request.url.path})
+        return JSONResponse(
+            _body(f"The server had an error processing your request (request id {request_id}).",
+                  "server_error"), status_code=500, headers={"X-Request-Id": request_id})

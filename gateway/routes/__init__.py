@@ -1,0 +1,1 @@
+"""HTTP routes: each translates the wire to one service call and back."""

@@ -1,0 +1,158 @@
+"""/v1/containers: the OpenAI Containers API, plus calls and their history on a container."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
+from fastapi.responses import FileResponse, Response
+from pydantic import ValidationError
+
+from ..errors import BadRequest
+from ..files import checked_filename
+from ..schemas import (
+    CallRequest,
+    CreateContainerFileRequest,
+    CreateContainerRequest,
+    container_file_object,
+    container_object,
+    list_object,
+)
+from .calling import respond
+from .context import Order, Services, owner_of
+from .files import content_headers
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/containers", tags=["containers"])
+Owner = Annotated[str, Depends(owner_of)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+@router.post("", summary="Create a container")
+async def create_container(request: Request, owner: Owner, body: CreateContainerRequest) -> dict[str, Any]:
+    minutes = body.expires_after.minutes if body.expires_after else 20
+    record = await _services(request).containers.create(
+        owner, name=body.name, file_ids=body.file_ids, expires_minutes=minutes, memory_limit=body.memory_limit)
+    return container_object(record)
+
+
+@router.get("", summary="List containers")
+async def list_containers(request: Request, owner: Owner, limit: Limit = 20, order: Order = "desc",
+                          after: str | None = None) -> dict[str, Any]:
+    page = await _services(request).containers.list(owner, limit=limit, order=order, after=after)
+    return list_object([container_object(r) for r in page.data], page.has_more)
+
+
+@router.get("/{container_id}", summary="Retrieve a container")
+async def retrieve_container(request: Request, owner: Owner, container_id: str) -> dict[str, Any]:
+    containers = _services(request).containers
+    return container_object(await containers.touch(await containers.get(owner, container_id)))
+
+
+@router.delete("/{container_id}", summary="Delete a container")
+async def delete_container(request: Request, owner: Owner, container_id: str) -> dict[str, Any]:
+    await _services(request).containers.delete(owner, container_id)
+    return {"id": container_id, "object": "container.deleted", "deleted": True}
+
+
+@router.post("/{container_id}/files", summary="Add a file to a container",
+             openapi_extra={"requestBody": {"content": {
+                 "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                     "file": {"type": "string", "format": "binary"}}}},
+                 "application/json": {"schema": CreateContainerFileRequest.model_json_schema()}}}})
+async def create_container_file(request: Request, owner: Owner, container_id: str) -> dict[str, Any]:
+    containers = _services(request).containers
+    record = await containers.touch(await containers.get(owner, container_id))
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise BadRequest("Missing required parameter: 'file' (a multipart file part).", param="file")
+        row = await containers.add_upload(owner, record, checked_filename(upload.filename), upload.file)
+    elif content_type.startswith("application/json"):
+        try:
+            body = CreateContainerFileRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise BadRequest("Send JSON {\"file_id\": \"file-...\"}: " + exc.errors()[0]["msg"],
+                             param="file_id") from exc
+        row = await containers.add_stored_file(owner, record, body.file_id)
+    else:
+        raise BadRequest("Send the file as multipart/form-data ('file') or JSON {\"file_id\": ...}.")
+    return container_file_object(row)
+
+
+@router.get("/{container_id}/files", summary="List the files in a container's /mnt/data")
+async def list_container_files(request: Request, owner: Owner, container_id: str, limit: Limit = 20,
+                               order: Order = "desc", after: str | None = None) -> dict[str, Any]:
+    containers = _services(request).containers
+    record = await containers.touch(await containers.get(owner, container_id))
+    rows = await containers.list_files(record)
+    if order == "desc":
+        rows.reverse()
+    ids = [r.id for r in rows]
+    start = ids.index(after) + 1 if after in ids else 0
+    page = rows[start:start + limit]
+    return list_object([container_file_object(r) for r in page], start + limit < len(rows))
+
+
+@router.get("/{container_id}/files/{file_id}", summary="Retrieve a container file")
+async def retrieve_container_file(request: Request, owner: Owner, container_id: str,
+                                  file_id: str) -> dict[str, Any]:
+    containers = _services(request).containers
+    record = await containers.touch(await containers.get(owner, container_id))
+    return container_file_object(await containers.get_file(record, file_id))
+
+
+@router.get("/{container_id}/files/{file_id}/content", summary="Download a container file",
+            response_class=FileResponse)
+async def container_file_content(request: Request, owner: Owner, container_id: str, file_id: str,
+                                 background: BackgroundTasks) -> FileResponse:
+    containers = _services(request).containers
+    record = await containers.touch(await containers.get(owner, container_id))
+    row = await containers.get_file(record, file_id)
+    path, scratch = await containers.export(record, row)
+    if scratch:
+        background.add_task(path.unlink, missing_ok=True)
+    media, headers = content_headers(row.path.rsplit("/", 1)[-1])
+    return FileResponse(path, media_type=media, headers=headers)
+
+
+@router.delete("/{container_id}/files/{file_id}", summary="Delete a container file")
+async def delete_container_file(request: Request, owner: Owner, container_id: str,
+                                file_id: str) -> dict[str, Any]:
+    containers = _services(request).containers
+    record = await containers.touch(await containers.get(owner, container_id))
+    await containers.delete_file(record, await containers.get_file(record, file_id))
+    return {"id": file_id, "object": "container.file.deleted", "deleted": True}
+
+
+@router.post("/{container_id}/calls", summary="Run code in a container", response_model=None)
+async def create_call(request: Request, owner: Owner, container_id: str, body: CallRequest) -> Response:
+    services = _services(request)
+    record = await services.containers.get(owner, container_id)
+    run = await services.calls.start(owner, record, code=body.input, file_ids=body.file_ids,
+                                     timeout=body.timeout)
+    return await respond(services, run, body.stream)
+
+
+@router.get("/{container_id}/calls", summary="List a container's calls, oldest first")
+async def list_calls(request: Request, owner: Owner, container_id: str, limit: Limit = 20,
+                     order: Order = "asc", after: str | None = None) -> dict[str, Any]:
+    services = _services(request)
+    record = await services.containers.get(owner, container_id)
+    page = await services.calls.list(record, limit=limit, order=order, after=after)
+    return list_object([c.body for c in page.data], page.has_more)
+
+
+@router.get("/{container_id}/calls/{call_id}", summary="Retrieve one call")
+async def retrieve_call(request: Request, owner: Owner, container_id: str, call_id: str) -> dict[str, Any]:
+    services = _services(request)
+    record = await services.containers.get(owner, container_id)
+    return await services.calls.get(record, call_id)
+

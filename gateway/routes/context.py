@@ -1,0 +1,33 @@
+"""What every route needs: the services, and the caller's identity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import Request
+
+from ..auth import KeyRing
+from ..calls import CallService
+from ..containers import ContainerService
+from ..files import FileService
+
+__all__ = ["Order", "Services", "owner_of"]
+
+Order = Literal["asc", "desc"]
+
+
+@dataclass(frozen=True)
+class Services:
+    files: FileService
+    containers: ContainerService
+    calls: CallService
+    keys: KeyRing
+
+
+def owner_of(request: Request) -> str:
+    services: Services = request.app.state.services
+    owner = services.keys.owner(request)
+    request.state.owner = owner
+    return owner
+

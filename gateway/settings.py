@@ -1,0 +1,55 @@
+"""The gateway's settings: one class, read from CODEINTERP_* variables, built only in the composition root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CODEINTERP_", extra="ignore")
+
+    # Where to listen. Without api_keys the server refuses any non-loopback host.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Where the database and the file store live; both survive restarts.
+    data_dir: Path = Path("./data")
+    # SQLAlchemy URL; empty means an SQLite file in data_dir. A server database can go here later.
+    database_url: str = ""
+    # Accepted bearer keys, comma-separated in the environment. Empty: no auth, loopback only.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Largest upload, in bytes (OpenAI's limit is 512 MB).
+    max_upload_bytes: int = 512 * 1024 * 1024
+    # Largest number of file_ids on one container or call (OpenAI's limit is 20).
+    max_file_ids: int = 20
+    # The kernel image; empty means the default image for this checkout.
+    image: str = ""
+    # Where per-session data and socket dirs live on this host; keep it short (unix socket paths).
+    work_root: Path = Path("/tmp/codeinterp")
+    # Default and maximum seconds for one code-interpreter call.
+    default_timeout: float = 60.0
+    max_timeout: float = 600.0
+    # CPU cores, process count and tmpfs sizes for each sandbox.
+    cpus: float = 1.0
+    pids_limit: int = 256
+    tmp_size: str = "256m"
+    # Idle minutes before a thread's sandbox expires (containers carry their own expires_after).
+    thread_expiry_minutes: int = 60
+    # Extra labels for every container, as JSON (tests tag their runs with it).
+    container_labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'codeinterp.db'}"
