@@ -199,7 +199,7 @@ class CallService:
             raise NotFound(f"No such call: {call_id}", param="call_id")
         return call.body
 
-    async def list(self, record: ContainerRecord, *, limit: int, order: str, after: str | None) -> Page:
+    async def history(self, record: ContainerRecord, *, limit: int, order: str, after: str | None) -> Page:
         return await self.store.list_calls(record.id, limit=limit, order=order, after=after)
 
     async def annotate(self, record: ContainerRecord | None, text: str) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import sys
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def image_build(profile: str, force: bool) -> None:
 
     def progress(line: str) -> None:
         if interactive:
-            click.echo(f"\r\033[K{line[:click.get_terminal_size()[0] - 1]}", nl=False, err=True)
+            click.echo(f"\r\033[K{line[:shutil.get_terminal_size().columns - 1]}", nl=False, err=True)
         else:
             click.echo(line, err=True)
 

@@ -93,7 +93,7 @@ class ContainerService:
                            " create a new container to run code.", param="container_id")
         return session
 
-    async def list(self, owner: str, *, limit: int, order: str, after: str | None) -> Page:
+    async def page(self, owner: str, *, limit: int, order: str, after: str | None) -> Page:
         return await self.store.list_containers(owner, limit=limit, order=order, after=after)
 
     async def delete(self, owner: str, container_id: str) -> None:

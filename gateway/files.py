@@ -62,7 +62,7 @@ class FileService:
             raise NotFound(f"No such File object: {file_id}", param="file_id")
         return record
 
-    async def list(self, owner: str, *, purpose: str | None, limit: int, order: str, after: str | None) -> Page:
+    async def page(self, owner: str, *, purpose: str | None, limit: int, order: str, after: str | None) -> Page:
         return await self.store.list_files(owner, purpose=purpose, limit=limit, order=order, after=after)
 
     async def delete(self, owner: str, file_id: str) -> None:

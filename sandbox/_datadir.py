@@ -8,6 +8,7 @@ regular files are ever opened, and opening never blocks (``O_NONBLOCK``).
 
 from __future__ import annotations
 
+import builtins
 import errno
 import hashlib
 import os
@@ -271,12 +272,13 @@ class DataDir:
         snap = self.snapshot()
         return [FileInfo(path=p, size=s.size, mtime=s.mtime_ns / 1e9) for p, s in sorted(snap.items())]
 
-    def changed(self, before: Snapshot, *, limit: int, max_digest_bytes: int) -> tuple[list[FileInfo], bool]:
+    def changed(self, before: Snapshot, *, limit: int,
+                max_digest_bytes: int) -> tuple[builtins.list[FileInfo], bool]:
         """Files new or changed since ``before``, newest first, at most ``limit``."""
         after = self.snapshot()
         changed = [(p, s) for p, s in after.items() if before.get(p) != s]
         changed.sort(key=lambda item: (-item[1].mtime_ns, item[0]))
-        infos: list[FileInfo] = []
+        infos: builtins.list[FileInfo] = []
         for rel, _ in changed[:limit]:
             try:
                 infos.append(self.info(rel, digest=True, max_digest_bytes=max_digest_bytes))

@@ -24,7 +24,7 @@ from ._datadir import DataDir
 from ._errors import BackendUnavailable, ImageNotFound, KernelStartError, SandboxError
 from ._results import KernelExit
 
-__all__ = ["DockerBackend", "DockerConfig", "LABEL"]
+__all__ = ["LABEL", "DockerBackend", "DockerConfig"]
 
 LABEL = "codeinterp"  # every container we make carries it; sweep by it
 _IN_SOCKETS = "/run/kernel"
@@ -232,8 +232,8 @@ class DockerBackend(MountedFiles):
             raise KernelStartError(f"container {host.name[:12]} exited during start; see `docker logs`")
 
     async def logs(self, host: KernelHost) -> str:
-        raw = await self._call(self._docker().api.logs, host.name, tail=30)
-        return bytes(raw).decode(errors="replace")
+        raw: bytes = await self._call(self._docker().api.logs, host.name, tail=30, stream=False)
+        return raw.decode(errors="replace")
 
     async def list_labelled(self, **labels: str) -> list[dict[str, Any]]:
         """Containers that carry our label (and the given ones), running or not."""

@@ -193,7 +193,7 @@ def _stream(args: list[str], *, progress: Progress, cwd: Path | None = None,
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
-        tail = (tail + [line])[-30:]
+        tail = ([*tail, line])[-30:]
         progress(line)
     if proc.wait() != 0:
         raise ImageBuildError(f"{args[0]} {args[1]} failed (exit {proc.returncode}):\n" + "\n".join(tail))

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from ._backend import Limits
 from ._errors import KernelStartError
@@ -124,7 +124,7 @@ class KernelClient:
 
     def _connect(self) -> AsyncKernelClient:
         client = AsyncKernelClient()
-        client.load_connection_info(self._info)
+        client.load_connection_info(self._info)  # type: ignore[arg-type]
         client.start_channels()
         return client
 
@@ -142,14 +142,18 @@ class KernelClient:
         """Return once the kernel answers kernel_info; raise if it dies or stays silent."""
         deadline = time.monotonic() + timeout
         last_check = time.monotonic()
+        shell_ready = False
         while time.monotonic() < deadline:
-            msg_id = self._client.kernel_info()
+            self._client.kernel_info()
             try:
-                while True:
-                    reply = await self._client.get_shell_msg(timeout=0.2)
-                    if reply["parent_header"].get("msg_id") == msg_id:
-                        await self._drain_iopub()
-                        return
+                if not shell_ready:
+                    await self._client.get_shell_msg(timeout=0.2)
+                    shell_ready = True
+                # A SUB socket drops what was published before its subscription took: the kernel
+                # is ready only once iopub delivers (the status of a kernel_info request).
+                await self._client.get_iopub_msg(timeout=0.2)
+                await self._drain_iopub()
+                return
             except queue.Empty:
                 pass
             if time.monotonic() - last_check > 1.0:

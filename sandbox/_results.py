@@ -6,7 +6,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 __all__ = [
     "Display",
@@ -80,10 +80,10 @@ class ExecutionError:
         return f"{self.name}: {self.value}"
 
 
-Output = Union[Stream, Display, Notice, ExecutionError]
+Output = Stream | Display | Notice | ExecutionError
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """How an execution ended."""
 
     OK = "ok"  # ran to the end

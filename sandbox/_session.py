@@ -59,7 +59,8 @@ class Session:
                 kernel.close()
             await asyncio.shield(backend.stop(host))
             if isinstance(exc, KernelStartError):
-                raise KernelStartError(f"{exc}; check that the kernel image runs (`codeinterp doctor`)") from exc
+                raise KernelStartError(
+                    f"{exc}; check that the kernel image runs (`codeinterp doctor`)") from exc
             raise
         return session
 
@@ -189,7 +190,8 @@ class Session:
 
     # -- files ---------------------------------------------------------------
 
-    async def write_file(self, name: str, data: bytes | BinaryIO, *, max_bytes: int | None = None) -> FileInfo:
+    async def write_file(self, name: str, data: bytes | BinaryIO, *,
+                         max_bytes: int | None = None) -> FileInfo:
         """Place a file at /mnt/data/<safe name>; a clashing name gets a numbered suffix."""
         self._check()
         return await self.backend.write_file(self.host, name, data, max_bytes=max_bytes)

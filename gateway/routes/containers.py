@@ -44,7 +44,7 @@ async def create_container(request: Request, owner: Owner, body: CreateContainer
 @router.get("", summary="List containers")
 async def list_containers(request: Request, owner: Owner, limit: Limit = 20, order: Order = "desc",
                           after: str | None = None) -> dict[str, Any]:
-    page = await _services(request).containers.list(owner, limit=limit, order=order, after=after)
+    page = await _services(request).containers.page(owner, limit=limit, order=order, after=after)
     return list_object([container_object(r) for r in page.data], page.has_more)
 
 
@@ -146,7 +146,7 @@ async def list_calls(request: Request, owner: Owner, container_id: str, limit: L
                      order: Order = "asc", after: str | None = None) -> dict[str, Any]:
     services = _services(request)
     record = await services.containers.get(owner, container_id)
-    page = await services.calls.list(record, limit=limit, order=order, after=after)
+    page = await services.calls.history(record, limit=limit, order=order, after=after)
     return list_object([c.body for c in page.data], page.has_more)
 
 

@@ -47,7 +47,7 @@ async def upload_file(request: Request, owner: Owner, file: Annotated[UploadFile
 async def list_files(request: Request, owner: Owner, purpose: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000, order: Order = "desc",
                      after: str | None = None) -> dict[str, Any]:
-    page = await _services(request).files.list(owner, purpose=purpose, limit=limit, order=order, after=after)
+    page = await _services(request).files.page(owner, purpose=purpose, limit=limit, order=order, after=after)
     return list_object([file_object(r) for r in page.data], page.has_more)
 
 
