@@ -109,6 +109,7 @@ class Gateway:
                 return
             for container in leftovers:
                 await self.backend.remove_container(container["Id"])
+                await self.backend.remove_workdir(container)
             if leftovers:
                 log.info("removed leftover containers", extra={"count": len(leftovers)})
 

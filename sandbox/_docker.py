@@ -199,6 +199,13 @@ class DockerBackend(MountedFiles):
                 pass
         await self._call(remove)
 
+    async def remove_workdir(self, container: Mapping[str, Any]) -> None:
+        """Delete the data and socket dirs of a listed container, if they are ours."""
+        for mount in container.get("Mounts") or []:
+            source = Path(mount.get("Source", ""))
+            if mount.get("Destination") == "/mnt/data" and source.parent.parent == self.config.work_root:
+                await asyncio.to_thread(shutil.rmtree, source.parent, True)
+
     async def interrupt(self, host: KernelHost) -> None:
         # tini (PID 1, run with -g) forwards SIGINT to the kernel's process group.
         def kill() -> None:
