@@ -123,11 +123,13 @@ class Session:
             return ExecutionResult(outcome=Outcome.TIMEOUT, outputs=(notice,),
                                    duration=time.monotonic() - waited)
         try:
-            return await self._execute(code, timeout - (time.monotonic() - waited), sink, stop)
+            if stop.is_set():  # cancelled while it waited for its turn: never submit it
+                return ExecutionResult(outcome=Outcome.CANCELLED, duration=time.monotonic() - waited)
+            return await self._execute(code, timeout, waited + timeout, sink, stop)
         finally:
             self._lock.release()
 
-    async def _execute(self, code: str, timeout: float, sink: OutputSink | None,
+    async def _execute(self, code: str, timeout: float, deadline: float, sink: OutputSink | None,
                        stop: asyncio.Event) -> ExecutionResult:
         self._check()
         started = time.monotonic()
@@ -136,7 +138,7 @@ class Session:
         for inside, outside in self.host.code_paths.items():
             code = code.replace(inside, outside)
         msg_id = self._kernel.submit(code)
-        turn = await self._kernel.follow(msg_id, collector, started + timeout, self._alive, stop)
+        turn = await self._kernel.follow(msg_id, collector, deadline, self._alive, stop)
         restarted, exit_info = False, None
         if turn.idle:
             outcome = Outcome.ERROR if any(o.kind == "error" for o in collector.outputs) else Outcome.OK
