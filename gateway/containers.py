@@ -48,7 +48,7 @@ class ContainerService:
         if memory_limit not in MEMORY_LIMITS:
             raise BadRequest(f"Invalid memory_limit {memory_limit!r}; use one of {', '.join(MEMORY_LIMITS)}.",
                              param="memory_limit")
-        stored = await self._check_file_ids(owner, file_ids)
+        stored = await self.check_file_ids(owner, file_ids)
         container_id = new_id("cntr_")
         limits = replace(self.defaults.limits, memory=memory_limit)
         session = await sandbox.Session.start(
@@ -69,7 +69,8 @@ class ContainerService:
         log.info("container created", extra={"container_id": container_id, "files": len(stored)})
         return record
 
-    async def _check_file_ids(self, owner: str, file_ids: Sequence[str]) -> list[FileRecord]:
+    async def check_file_ids(self, owner: str, file_ids: Sequence[str]) -> list[FileRecord]:
+        """The stored files, or BadRequest for too many and NotFound for one that is not the owner's."""
         if len(file_ids) > self.defaults.max_file_ids:
             raise BadRequest(f"At most {self.defaults.max_file_ids} file_ids are allowed; got {len(file_ids)}.",
                              param="file_ids")
@@ -152,7 +153,7 @@ class ContainerService:
 
     async def place_missing(self, owner: str, record: ContainerRecord, file_ids: Sequence[str]) -> None:
         """Place the given stored files unless this container already has them."""
-        stored = await self._check_file_ids(owner, file_ids)
+        stored = await self.check_file_ids(owner, file_ids)
         present = {row.file_id for row in await self.store.container_files(record.id) if row.source == "user"}
         session = self.session_of(record)
         for file_record in stored:

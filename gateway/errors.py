@@ -134,6 +134,7 @@ def install_error_handlers(app: FastAPI) -> None:
         kind = first.get("type", "")
         if kind == "json_invalid":
             message = "The request body is not valid JSON."
+            param = None  # its loc is the error's offset in the body, not a parameter
         elif kind == "missing":
             message = f"Missing required parameter: '{param}'."
         else:

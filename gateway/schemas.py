@@ -61,7 +61,8 @@ def file_object(record: FileRecord) -> dict[str, Any]:
 
 
 def container_object(record: ContainerRecord) -> dict[str, Any]:
-    return {"id": record.id, "object": "container", "created_at": record.created_at, "status": record.status,
+    status = "expired" if record.status == "retired" else record.status
+    return {"id": record.id, "object": "container", "created_at": record.created_at, "status": status,
             "expires_after": {"anchor": "last_active_at", "minutes": record.expires_minutes},
             "last_active_at": int(record.last_active_at), "memory_limit": record.memory_limit,
             "name": record.name}

@@ -232,7 +232,9 @@ class Store:
         return _record(ContainerRecord, row) if row else None
 
     async def list_containers(self, owner: str, *, limit: int, order: str, after: str | None) -> Page:
-        where = [containers.c.owner == owner, containers.c.status != "deleted", containers.c.thread_id.is_(None)]
+        # A thread's retired sandbox stays retrievable by id (its history), but is not listed.
+        where = [containers.c.owner == owner, containers.c.status.not_in(("deleted", "retired")),
+                 containers.c.thread_id.is_(None)]
         return await self._page(containers, where, limit=limit, order=order, after=after, cls=ContainerRecord)
 
     async def update_container(self, container_id: str, **values: Any) -> None:
@@ -246,7 +248,7 @@ class Store:
 
     async def forget_thread(self, container_id: str) -> None:
         """Free the thread id for a new container; the old one keeps its history."""
-        await self.update_container(container_id, thread_id=None, status="deleted")
+        await self.update_container(container_id, thread_id=None, status="retired")
 
     # -- container files -----------------------------------------------------------
 

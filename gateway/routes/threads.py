@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
-from ..errors import NotFound
+from ..errors import BadRequest, NotFound
 from ..schemas import THREAD_ID, AnnotateRequest, CallRequest, container_object
 from .calling import respond
 from .context import Services, owner_of
@@ -26,6 +26,9 @@ def _services(request: Request) -> Services:
 @router.post("/calls", summary="Run code in the thread's sandbox, creating it on first use", response_model=None)
 async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body: CallRequest) -> Response:
     services = _services(request)
+    if not body.input.strip():  # refuse before the thread's sandbox is created, not after
+        raise BadRequest("'input' must contain code to run.", param="input")
+    await services.containers.check_file_ids(owner, body.file_ids)
     record = await services.containers.thread_container(owner, thread_id, create=True)
     assert record is not None
     run = await services.calls.start(owner, record, code=body.input, file_ids=body.file_ids,
