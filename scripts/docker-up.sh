@@ -16,29 +16,41 @@ if ! command -v dockerd >/dev/null 2>&1; then
   apt-get install -y -qq docker.io >/dev/null
 fi
 
-# A dockerd killed without cleanup leaves its pid file behind, and a new
-# dockerd refuses to start while the file names a pid, live or not.
-pidfile=/var/run/docker.pid
-if [ -f "$pidfile" ]; then
-  pid=$(cat "$pidfile" 2>/dev/null || true)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q dockerd "/proc/$pid/comm" 2>/dev/null; then
-    log "dockerd (pid $pid) is running; waiting for it to answer"
-  else
-    log "removing stale $pidfile"
-    rm -f "$pidfile"
-  fi
-fi
+# A live dockerd: not a zombie, and not one that is exiting after a kill -9.
+live_dockerd() {
+  local pid state
+  for pid in $(pgrep -x dockerd 2>/dev/null); do
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+    if [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]; then return 0; fi
+  done
+  return 1
+}
 
-if ! pgrep -x dockerd >/dev/null 2>&1; then
+start_dockerd() {
+  # A dockerd killed without cleanup leaves its pid file behind, and a new
+  # dockerd refuses to start while the file exists.
+  if [ -f /var/run/docker.pid ]; then log "removing stale /var/run/docker.pid"; rm -f /var/run/docker.pid; fi
   log "starting dockerd (log: /var/log/dockerd.log)"
   # setsid: dockerd must outlive the shell (and the CI step) that started it.
-  setsid nohup dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+  setsid nohup dockerd >>/var/log/dockerd.log 2>&1 < /dev/null &
+}
+
+if live_dockerd; then
+  log "dockerd is running; waiting for it to answer"
+else
+  start_dockerd
 fi
 
+restarted=0
 for _ in $(seq 1 120); do
   if docker info >/dev/null 2>&1; then
     log "docker is ready"
     exit 0
+  fi
+  if ! live_dockerd && [ "$restarted" -lt 2 ]; then
+    restarted=$((restarted + 1))
+    sleep 1
+    start_dockerd
   fi
   sleep 0.5
 done
