@@ -257,3 +257,17 @@ def test_container_file_by_unknown_file_id_is_404(http: httpx.Client) -> None:
         assert http.get(f"/v1/containers/{container_id}/files").json()["data"] == []
     finally:
         assert http.delete(f"/v1/containers/{container_id}").status_code == 200
+
+
+def test_memory_limit_is_enforced_on_the_docker_container(client: openai.OpenAI, server: ServerProcess) -> None:
+    container = client.containers.create(name="big", memory_limit="4g")
+    try:
+        (docker_side,) = labelled_containers(f"codeinterp.container={container.id}", *server.labels)
+        host_config = docker_side.attrs["HostConfig"]
+        assert host_config["Memory"] == 4 * 1024**3
+        assert host_config["MemorySwap"] == 4 * 1024**3  # no swap on top
+        assert host_config["NetworkMode"] == "none"
+        assert host_config["ReadonlyRootfs"] is True
+        assert host_config["CapDrop"] == ["ALL"]
+    finally:
+        client.containers.delete(container.id)
