@@ -107,3 +107,5 @@ def doctor(data_dir: Path | None) -> None:
     report(writable, f"data dir {path} writable", f"create it or choose --data-dir (mkdir -p {path})")
     if problems:
         sys.exit(1)
+if __name__ == "__main__":
+    main()
