@@ -165,6 +165,8 @@ class CallService:
     async def _collect(self, owner: str, record: ContainerRecord,
                        changed: Sequence[sandbox.FileInfo]) -> list[dict[str, Any]]:
         """Store every file the call created or changed; the latest version of a path wins."""
+        if not changed:
+            return []
         session = self.containers.session_of(record)
         known = {row.path: row for row in await self.store.container_files(record.id)}
         entries = []

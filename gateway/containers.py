@@ -153,6 +153,8 @@ class ContainerService:
 
     async def place_missing(self, owner: str, record: ContainerRecord, file_ids: Sequence[str]) -> None:
         """Place the given stored files unless this container already has them."""
+        if not file_ids:
+            return
         stored = await self.check_file_ids(owner, file_ids)
         present = {row.file_id for row in await self.store.container_files(record.id) if row.source == "user"}
         session = self.session_of(record)
