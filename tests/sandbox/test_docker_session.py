@@ -76,22 +76,14 @@ async def test_exception_is_data_with_name_value_and_clean_traceback(make_sessio
 # -- plots ----------------------------------------------------------------------------
 
 
-async def test_plot_shown_is_a_png_display(make_session):
+@pytest.mark.parametrize("code", [
+    "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [3, 1, 2])\nplt.show()",
+    # A figure left open at the end of a cell is displayed too.
+    "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n_ = ax.bar(['a', 'b'], [1, 2])",
+], ids=["shown", "left-open"])
+async def test_plot_is_a_png_display(make_session, code):
     session = await make_session()
-    result = await session.execute(
-        "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [3, 1, 2])\nplt.show()"
-    )
-    assert result.outcome is Outcome.OK
-    pngs = png_displays(result)
-    assert len(pngs) == 1
-    assert pngs[0].startswith(PNG_SIGNATURE)
-
-
-async def test_figure_left_open_at_cell_end_is_a_png_display(make_session):
-    session = await make_session()
-    result = await session.execute(
-        "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n_ = ax.bar(['a', 'b'], [1, 2])"
-    )
+    result = await session.execute(code)
     assert result.outcome is Outcome.OK
     pngs = png_displays(result)
     assert len(pngs) == 1
