@@ -31,6 +31,8 @@ _ERRORS = {
     sandbox.Outcome.OUT_OF_MEMORY: ("out_of_memory", "The Python kernel ran out of memory and was restarted."),
     sandbox.Outcome.CANCELLED: ("sandbox_error", "The client went away; the execution was interrupted."),
 }
+RESTORED = ("[This sandbox had expired and was started again: Python variables were reset, "
+            "but the files in /mnt/data are in place.]")
 _IMAGES = {"image/png": "png", "image/jpeg": "jpg"}
 _RICH = ("text/html", "image/svg+xml", "application/json")
 _LINK = re.compile(r"sandbox:(/mnt/data/[^\s()\[\]<>\"'`]+)")
@@ -50,6 +52,7 @@ class CallRun:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     rich: list[dict[str, Any]] = field(default_factory=list)
     logs_index: int | None = None
+    restored: bool = False  # the sandbox had expired and was started again with its files
     task: asyncio.Task[dict[str, Any]] | None = None
 
     def tool_call(self, outputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -61,7 +64,7 @@ class CallRun:
         return {**self.tool_call(self.outputs), "status": status, "error": error,
                 "container_id": self.container_id, "thread_id": self.thread_id, "created_at": self.created_at,
                 "completed_at": completed_at, "files": list(files), "rich_outputs": self.rich,
-                "execution_count": execution_count}
+                "execution_count": execution_count, "session_restored": self.restored}
 
     def delta(self, output: dict[str, Any]) -> dict[str, Any]:
         return {"index": 0, "type": "code_interpreter", "code_interpreter": {"outputs": [output]}}
@@ -73,27 +76,43 @@ class CallService:
         self.store, self.files, self.containers = store, files, containers
         self.default_timeout, self.max_timeout = default_timeout, max_timeout
 
-    async def start(self, owner: str, record: ContainerRecord, *, code: str, file_ids: Sequence[str],
-                    timeout: float | None, thread_id: str | None = None) -> CallRun:
-        """Validate, place files, record the call as in progress, and start running it."""
-        if not code.strip():
-            raise BadRequest("'input' must contain code to run.", param="input")
-        if timeout is not None and timeout <= 0:
-            raise BadRequest("'timeout' must be a positive number of seconds.", param="timeout")
-        seconds = min(timeout or self.default_timeout, self.max_timeout)
-        record = await self.containers.touch(record)
-        session = self.containers.session_of(record)
-        await self.containers.place_missing(owner, record, file_ids)
-        run = CallRun(id=new_id("call_"), code=code, container_id=record.id, thread_id=thread_id,
-                      created_at=int(time.time()))
-        await self.store.put_call(run.id, record.id, "in_progress", run.body("in_progress"))
-        run.deltas.put_nowait({"index": 0, "id": run.id, "type": "code_interpreter",
-                               "code_interpreter": {"input": code, "outputs": []}})
-        run.task = asyncio.create_task(self._run(owner, record, session, run, seconds))
+    async def start(self, owner: str, record: ContainerRecord, session: sandbox.Session, *, code: str,
+                    file_ids: Sequence[str], timeout: float | None, thread_id: str | None = None,
+                    restored: bool = False) -> CallRun:
+        """Validate, place files, record the call as in progress, and start running it.
+
+        ``session`` is leased by the caller; the lease is released when the call ends.
+        """
+        try:
+            if not code.strip():
+                raise BadRequest("'input' must contain code to run.", param="input")
+            if timeout is not None and timeout <= 0:
+                raise BadRequest("'timeout' must be a positive number of seconds.", param="timeout")
+            seconds = min(timeout or self.default_timeout, self.max_timeout)
+            record = await self.containers.touch(record)
+            await self.containers.place_missing(owner, record, session, file_ids)
+            run = CallRun(id=new_id("call_"), code=code, container_id=record.id, thread_id=thread_id,
+                          created_at=int(time.time()), restored=restored)
+            await self.store.put_call(run.id, record.id, "in_progress", run.body("in_progress"))
+            run.deltas.put_nowait({"index": 0, "id": run.id, "type": "code_interpreter",
+                                   "code_interpreter": {"input": code, "outputs": []}})
+            if restored:
+                await self._consume(owner, run, sandbox.Notice(RESTORED))
+            run.task = asyncio.create_task(self._run(owner, record, session, run, seconds))
+        except BaseException:
+            self.containers.release(record.id)
+            raise
         return run
 
     async def _run(self, owner: str, record: ContainerRecord, session: sandbox.Session, run: CallRun,
                    timeout: float) -> dict[str, Any]:
+        try:
+            return await self._execute(owner, record, session, run, timeout)
+        finally:
+            self.containers.release(record.id)
+
+    async def _execute(self, owner: str, record: ContainerRecord, session: sandbox.Session, run: CallRun,
+                       timeout: float) -> dict[str, Any]:
         started = time.monotonic()
         raw: asyncio.Queue[sandbox.Output] = asyncio.Queue()
         try:
@@ -107,7 +126,7 @@ class CallService:
                 else:
                     getter.cancel()
             result = execution.result()
-            files = await self._collect(owner, record, result.files)
+            files = await self._collect(owner, record, session, result.files)
             code, message = _error_of(result)
             status = "completed" if result.outcome in (sandbox.Outcome.OK, sandbox.Outcome.ERROR) else "incomplete"
             body = run.body(status, {"code": code, "message": message} if code else None, files,
@@ -162,12 +181,11 @@ class CallService:
         run.outputs.append(item)
         run.deltas.put_nowait(run.delta({"index": index, **item}))
 
-    async def _collect(self, owner: str, record: ContainerRecord,
+    async def _collect(self, owner: str, record: ContainerRecord, session: sandbox.Session,
                        changed: Sequence[sandbox.FileInfo]) -> list[dict[str, Any]]:
         """Store every file the call created or changed; the latest version of a path wins."""
         if not changed:
             return []
-        session = self.containers.session_of(record)
         known = {row.path: row for row in await self.store.container_files(record.id)}
         entries = []
         for info in changed:

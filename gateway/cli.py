@@ -49,7 +49,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, log_level: 
     configure_logging(log_level)
     app = Gateway(settings).app()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(), access_log=False,
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=int(settings.shutdown_grace))
 
 
 @main.group()

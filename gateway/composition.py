@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from functools import cached_property
@@ -33,6 +34,7 @@ class Gateway:
     def __init__(self, settings: Settings, backend: sandbox.Backend | None = None) -> None:
         self.settings = settings
         self._backend = backend
+        self._reaper: asyncio.Task[None] | None = None
 
     @cached_property
     def instance(self) -> str:
@@ -63,7 +65,8 @@ class Gateway:
                                 max_file_bytes=s.max_upload_bytes)
         containers = ContainerService(self.store, files, self.backend, SandboxDefaults(
             limits=limits, labels={"codeinterp.instance": self.instance}, max_file_ids=s.max_file_ids,
-            thread_expiry_minutes=s.thread_expiry_minutes))
+            thread_expiry_minutes=s.thread_expiry_minutes, max_sandboxes=s.sandbox_limit,
+            capacity_wait=s.capacity_wait, pool_size=s.pool_size, pool_pause=s.pool_pause))
         calls = CallService(self.store, files, containers, s.default_timeout, s.max_timeout)
         return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys))
 
@@ -79,7 +82,10 @@ class Gateway:
 
     async def health(self) -> dict[str, Any]:
         backend = self.backend
-        report: dict[str, Any] = {"status": "ok"}
+        containers = self.services.containers
+        report: dict[str, Any] = {"status": "ok",
+                                  "pool": {"ready": containers.pool.ready, "size": containers.pool.size},
+                                  "sandboxes": {"live": containers.live_count, "max": self.settings.sandbox_limit}}
         if isinstance(backend, sandbox.DockerBackend):
             report["docker"] = await backend.ping()
             report["image"] = {"name": backend.image,
@@ -93,27 +99,52 @@ class Gateway:
         self.blobs.create()
         await self.store.create_schema()
         await self.recover()
+        self.services.containers.pool.run()
+        self._reaper = asyncio.create_task(self._expire_idle(), name="expiry")
 
     async def recover(self) -> None:
-        """After a stop or crash: no sandbox of ours survives it, and no call stays in progress."""
+        """After a stop or crash: no call stays in progress, and no sandbox of ours is left running.
+
+        Sandboxes the store knows are expired with their /mnt/data kept (a thread's next call
+        restores them); containers it does not know, pooled ones included, are removed.
+        """
         for call in await self.store.calls_in_progress():
             body = {**call.body, "status": "incomplete",
                     "error": {"code": "sandbox_error", "message": "gateway restarted"}}
             await self.store.put_call(call.id, call.container_id, "incomplete", body)
-        for record in await self.store.containers_with_status("running"):
-            await self.store.update_container(record.id, status="expired")
+        leftovers: list[dict[str, Any]] = []
         if isinstance(self.backend, sandbox.DockerBackend):
             try:
                 leftovers = await self.backend.list_labelled(**{"codeinterp.instance": self.instance})
             except sandbox.SandboxError:
-                return
-            for container in leftovers:
-                await self.backend.remove_container(container["Id"])
-                await self.backend.remove_workdir(container)
-            if leftovers:
-                log.info("removed leftover containers", extra={"count": len(leftovers)})
+                log.warning("cannot list leftover containers; is Docker up?")
+        by_id = {c["Id"]: c for c in leftovers}
+        for record in await self.store.containers_with_status("running"):
+            container = by_id.get(record.docker_id or "")
+            source = self.backend.orphan_files(container) if container is not None and isinstance(
+                self.backend, sandbox.DockerBackend) else None
+            if source is not None:
+                kept = await self.services.containers.save(record, source)
+                log.info("kept files of a leftover sandbox", extra={"container_id": record.id, "files": kept})
+            await self.store.update_container(record.id, status="expired")
+        for container in leftovers:
+            assert isinstance(self.backend, sandbox.DockerBackend)
+            await self.backend.remove_container(container["Id"])
+            await self.backend.remove_workdir(container)
+        if leftovers:
+            log.info("removed leftover containers", extra={"count": len(leftovers)})
+
+    async def _expire_idle(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.expiry_interval)
+            try:
+                await self.services.containers.expire_idle()
+            except Exception:  # the sweep must outlive one bad round
+                log.exception("expiry sweep failed")
 
     async def shutdown(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
         await self.services.containers.close_all()
         await self.store.close()
         await self.backend.aclose()

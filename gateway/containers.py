@@ -1,4 +1,9 @@
-"""Containers: each one a record in the store and, while running, a live sandbox session."""
+"""Containers: each one a record in the store and, while running, a live sandbox session.
+
+A live session is leased while a call uses it, so that expiry and eviction only
+ever take idle ones. Expiring keeps every file in /mnt/data in the file store;
+a thread's next call restores them into a new sandbox.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,11 @@ from typing import BinaryIO
 
 import sandbox
 
-from .errors import BadRequest, Conflict, NotFound
+from .errors import AtCapacity, BadRequest, Conflict, NotFound
 from .files import FileService
+from .pool import WarmPool
 from .store import ContainerFileRecord, ContainerRecord, FileRecord, Page, Store, new_id
+from .transfer import FileSource, restore_files, save_files
 
 __all__ = ["MEMORY_LIMITS", "ContainerService", "SandboxDefaults"]
 
@@ -27,7 +34,11 @@ class SandboxDefaults:
     limits: sandbox.Limits
     labels: Mapping[str, str]
     max_file_ids: int
-    thread_expiry_minutes: int
+    thread_expiry_minutes: float
+    max_sandboxes: int  # live sandboxes at most, the warm pool included
+    capacity_wait: float  # seconds a new sandbox waits for room before 429
+    pool_size: int
+    pool_pause: float
 
 
 class ContainerService:
@@ -35,25 +46,90 @@ class ContainerService:
                  defaults: SandboxDefaults) -> None:
         self.store, self.files, self.backend, self.defaults = store, files, backend, defaults
         self._live: dict[str, sandbox.Session] = {}
+        self._leases: dict[str, int] = {}
         self._thread_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._starting = 0
+        self._room = asyncio.Lock()
+        self.pool = WarmPool(self._start_pooled, defaults.pool_size, pause=defaults.pool_pause,
+                             may_start=lambda: self.in_use < defaults.max_sandboxes)
 
     @property
     def live_count(self) -> int:
         return len(self._live)
 
-    # -- lifecycle ---------------------------------------------------------------
+    @property
+    def in_use(self) -> int:
+        return len(self._live) + self._starting + self.pool.ready + self.pool.starting
 
-    async def create(self, owner: str, *, name: str, file_ids: Sequence[str] = (), expires_minutes: int = 20,
+    # -- sandboxes and capacity ---------------------------------------------------
+
+    async def _start_pooled(self) -> sandbox.Session:
+        return await sandbox.Session.start(self.backend, f"pool-{new_id('')[:12]}", limits=self.defaults.limits,
+                                           labels={**self.defaults.labels, "codeinterp.pooled": "1"})
+
+    async def _new_session(self, container_id: str, memory_limit: str) -> sandbox.Session:
+        """A pooled sandbox when one fits, else a new one once there is room; 429 when there is none."""
+        if memory_limit == self.defaults.limits.memory and (pooled := self.pool.take()) is not None:
+            return pooled
+        deadline = time.monotonic() + self.defaults.capacity_wait
+        while True:
+            async with self._room:
+                if self.in_use < self.defaults.max_sandboxes:
+                    self._starting += 1
+                    break
+            if await self.pool.release_one() or await self._evict_one():
+                continue
+            if time.monotonic() >= deadline:
+                raise AtCapacity(f"All {self.defaults.max_sandboxes} sandboxes are busy; retry shortly.",
+                                 retry_after=5)
+            await asyncio.sleep(0.25)
+        try:
+            return await sandbox.Session.start(
+                self.backend, container_id, limits=replace(self.defaults.limits, memory=memory_limit),
+                labels={**self.defaults.labels, "codeinterp.container": container_id})
+        finally:
+            self._starting -= 1
+
+    async def _evict_one(self) -> bool:
+        """Expire the least recently used idle sandbox, files kept. True if one was."""
+        idle = [(s.last_active, cid) for cid, s in self._live.items() if not self._leases.get(cid)]
+        for _, container_id in sorted(idle):
+            if await self.expire(container_id, reason="evicted"):
+                return True
+        return False
+
+    def lease(self, record: ContainerRecord) -> sandbox.Session:
+        """The live session, held against expiry until ``release``."""
+        session = self._live.get(record.id)
+        if session is None or session.closed:
+            state = "expired" if record.status in ("expired", "running") else record.status
+            raise Conflict(f"Container {record.id} is {state}; its files can still be listed and downloaded. "
+                           "Create a new container to run code.", param="container_id")
+        self._leases[record.id] = self._leases.get(record.id, 0) + 1
+        return session
+
+    def release(self, container_id: str) -> None:
+        count = self._leases.get(container_id, 0) - 1
+        if count > 0:
+            self._leases[container_id] = count
+        else:
+            self._leases.pop(container_id, None)
+
+    def session_of(self, record: ContainerRecord) -> sandbox.Session:
+        session = self.lease(record)
+        self.release(record.id)
+        return session
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def create(self, owner: str, *, name: str, file_ids: Sequence[str] = (), expires_minutes: float = 20,
                      memory_limit: str = "1g", thread_id: str | None = None) -> ContainerRecord:
         if memory_limit not in MEMORY_LIMITS:
             raise BadRequest(f"Invalid memory_limit {memory_limit!r}; use one of {', '.join(MEMORY_LIMITS)}.",
                              param="memory_limit")
         stored = await self.check_file_ids(owner, file_ids)
         container_id = new_id("cntr_")
-        limits = replace(self.defaults.limits, memory=memory_limit)
-        session = await sandbox.Session.start(
-            self.backend, container_id, limits=limits,
-            labels={**self.defaults.labels, "codeinterp.container": container_id})
+        session = await self._new_session(container_id, memory_limit)
         now = time.time()
         record = ContainerRecord(id=container_id, owner=owner, name=name, thread_id=thread_id, status="running",
                                  created_at=int(now), last_active_at=now, expires_minutes=expires_minutes,
@@ -87,13 +163,6 @@ class ContainerService:
         await self.store.update_container(record.id, last_active_at=now)
         return replace(record, last_active_at=now)
 
-    def session_of(self, record: ContainerRecord) -> sandbox.Session:
-        session = self._live.get(record.id)
-        if session is None or session.closed or record.status != "running":
-            raise Conflict(f"Container {record.id} is {record.status if record.status != 'running' else 'gone'};"
-                           " create a new container to run code.", param="container_id")
-        return session
-
     async def page(self, owner: str, *, limit: int, order: str, after: str | None) -> Page:
         return await self.store.list_containers(owner, limit=limit, order=order, after=after)
 
@@ -105,31 +174,71 @@ class ContainerService:
         await self.store.update_container(record.id, status="deleted", thread_id=None)
         log.info("container deleted", extra={"container_id": record.id})
 
-    async def thread_container(self, owner: str, thread_id: str, *, create: bool) -> ContainerRecord | None:
-        """The thread's container; made on first use, never twice for concurrent first calls."""
+    async def thread_session(self, owner: str, thread_id: str) -> tuple[ContainerRecord, sandbox.Session, bool]:
+        """The thread's leased session: made on first use, restored after expiry (True), never made twice."""
         lock = self._thread_locks.setdefault((owner, thread_id), asyncio.Lock())
         async with lock:
             record = await self.store.container_for_thread(owner, thread_id)
-            if record is not None and record.status == "running" and record.id in self._live:
-                return record
-            if record is not None and record.status != "deleted":
-                await self._retire(record)
-            if not create:
-                return None
-            return await self.create(owner, name=f"thread {thread_id}", thread_id=thread_id,
-                                     expires_minutes=self.defaults.thread_expiry_minutes)
+            restored = False
+            if record is None:
+                record = await self.create(owner, name=f"thread {thread_id}", thread_id=thread_id,
+                                           expires_minutes=self.defaults.thread_expiry_minutes)
+            elif record.id not in self._live:
+                record = await self._restore(record)
+                restored = True
+            return record, self.lease(record), restored
 
-    async def _retire(self, record: ContainerRecord) -> None:
-        session = self._live.pop(record.id, None)
-        if session is not None:
+    async def _restore(self, record: ContainerRecord) -> ContainerRecord:
+        """A new sandbox for an expired record, with the files it had in /mnt/data."""
+        session = await self._new_session(record.id, record.memory_limit)
+        try:
+            await restore_files(self.store, self.files, record, session)
+        except BaseException:
             await session.close()
-        await self.store.forget_thread(record.id)
+            raise
+        self._live[record.id] = session
+        now = time.time()
+        await self.store.update_container(record.id, status="running", docker_id=session.host.name,
+                                          last_active_at=now)
+        log.info("container restored", extra={"container_id": record.id})
+        return replace(record, status="running", docker_id=session.host.name, last_active_at=now)
 
-    async def close_all(self) -> None:
-        for container_id, session in list(self._live.items()):
+    async def expire(self, container_id: str, *, reason: str, force: bool = False) -> bool:
+        """Stop an idle sandbox, keeping its files. False if it is leased (unless forced) or not live."""
+        session = self._live.get(container_id)
+        if session is None or (self._leases.get(container_id) and not force):
+            return False
+        del self._live[container_id]  # before any await: no new lease can take it now
+        record = await self.store.container_by_id(container_id)
+        try:
+            if record is not None:
+                await self.save(record, session)
+        finally:
             await session.close()
             await self.store.update_container(container_id, status="expired")
-        self._live.clear()
+        log.info("container expired", extra={"container_id": container_id, "reason": reason})
+        return True
+
+    async def save(self, record: ContainerRecord, source: FileSource) -> int:
+        return await save_files(self.store, self.files, record, source)
+
+    async def expire_idle(self) -> int:
+        """Expire every live sandbox idle past its expires_after; returns how many."""
+        now = time.time()
+        expired = 0
+        for record in await self.store.containers_with_status("running"):
+            if record.id in self._live and record.last_active_at + record.expires_minutes * 60 <= now:
+                expired += await self.expire(record.id, reason="idle")
+        return expired
+
+    async def close_all(self) -> None:
+        """At shutdown: every sandbox expires with its files kept; the pool's are simply removed."""
+        await self.pool.close()
+        for container_id in list(self._live):
+            try:
+                await self.expire(container_id, reason="shutdown", force=True)
+            except Exception:  # one failure must not keep the others running
+                log.exception("could not expire at shutdown", extra={"container_id": container_id})
 
     # -- files in /mnt/data ----------------------------------------------------------
 
@@ -151,13 +260,13 @@ class ContainerService:
         stored = await self.files.store_file(owner, filename, "user_data", source)
         return await self._place(record.id, session, stored.id, stored.filename)
 
-    async def place_missing(self, owner: str, record: ContainerRecord, file_ids: Sequence[str]) -> None:
+    async def place_missing(self, owner: str, record: ContainerRecord, session: sandbox.Session,
+                            file_ids: Sequence[str]) -> None:
         """Place the given stored files unless this container already has them."""
         if not file_ids:
             return
         stored = await self.check_file_ids(owner, file_ids)
         present = {row.file_id for row in await self.store.container_files(record.id) if row.source == "user"}
-        session = self.session_of(record)
         for file_record in stored:
             if file_record.id not in present:
                 await self._place(record.id, session, file_record.id, file_record.filename)
@@ -166,8 +275,8 @@ class ContainerService:
         """What is in /mnt/data now; files the code wrote are recorded as source "assistant"."""
         rows = await self.store.container_files(record.id)
         session = self._live.get(record.id)
-        if session is None or record.status != "running":
-            return rows
+        if session is None:
+            return rows  # expired: what was kept
         by_path = {row.path: row for row in rows}
         current = {info.sandbox_path: info for info in await session.list_files()}
         result: list[ContainerFileRecord] = []
@@ -191,7 +300,7 @@ class ContainerService:
     async def export(self, record: ContainerRecord, row: ContainerFileRecord) -> tuple[Path, bool]:
         """A host path with the file's bytes, and whether it is a scratch copy to delete after use."""
         session = self._live.get(record.id)
-        if session is not None and record.status == "running":
+        if session is not None:
             tmp = self.files.blobs.scratch()
             await session.export_file(row.path, tmp)
             return tmp, True
@@ -202,4 +311,3 @@ class ContainerService:
     async def delete_file(self, record: ContainerRecord, row: ContainerFileRecord) -> None:
         await self.session_of(record).delete_file(row.path)
         await self.store.delete_container_files([row.id])
-

@@ -61,9 +61,8 @@ def file_object(record: FileRecord) -> dict[str, Any]:
 
 
 def container_object(record: ContainerRecord) -> dict[str, Any]:
-    status = "expired" if record.status == "retired" else record.status
-    return {"id": record.id, "object": "container", "created_at": record.created_at, "status": status,
-            "expires_after": {"anchor": "last_active_at", "minutes": record.expires_minutes},
+    return {"id": record.id, "object": "container", "created_at": record.created_at, "status": record.status,
+            "expires_after": {"anchor": "last_active_at", "minutes": _minutes(record.expires_minutes)},
             "last_active_at": int(record.last_active_at), "memory_limit": record.memory_limit,
             "name": record.name}
 
@@ -76,3 +75,8 @@ def container_file_object(record: ContainerFileRecord) -> dict[str, Any]:
 def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+
+
+def _minutes(value: float) -> float | int:
+    # Whole minutes as OpenAI sends them; a sub-minute thread expiry (tests, demos) stays as configured.
+    return int(value) if float(value).is_integer() else value

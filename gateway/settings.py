@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -39,7 +40,19 @@ class Settings(BaseSettings):
     pids_limit: int = 256
     tmp_size: str = "256m"
     # Idle minutes before a thread's sandbox expires (containers carry their own expires_after).
-    thread_expiry_minutes: int = 60
+    thread_expiry_minutes: float = 60
+    # Seconds between sweeps for idle sandboxes to expire.
+    expiry_interval: float = 30.0
+    # Sandboxes kept started with a ready kernel (default image and memory limit); 0 turns the pool off.
+    pool_size: int = 2
+    # Seconds between two pool refills, so refilling cannot starve running calls on a small machine.
+    pool_pause: float = 0.5
+    # Live sandboxes at most, the pool included; 0 derives it from memory and CPU.
+    max_sandboxes: int = 0
+    # Seconds a new sandbox waits for room (after evicting idle ones) before the request gets a 429.
+    capacity_wait: float = 10.0
+    # Seconds SIGTERM waits for running calls before the sandboxes are saved and stopped.
+    shutdown_grace: float = 30.0
     # Extra labels for every container, as JSON (tests tag their runs with it).
     container_labels: dict[str, str] = Field(default_factory=dict)
 
@@ -49,6 +62,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @property
+    def sandbox_limit(self) -> int:
+        """max_sandboxes, or what this machine holds: 3/4 of RAM at 1 GiB each, 8 per core, 2 at least."""
+        if self.max_sandboxes > 0:
+            return self.max_sandboxes
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            total = 4 << 30
+        return max(2, min(int(total * 0.75) >> 30, 8 * (os.cpu_count() or 1)))
 
     @property
     def db_url(self) -> str:

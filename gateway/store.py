@@ -60,7 +60,7 @@ containers = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", Integer, nullable=False),
     Column("last_active_at", Float, nullable=False),
-    Column("expires_minutes", Integer, nullable=False),
+    Column("expires_minutes", Float, nullable=False),
     Column("memory_limit", String(8), nullable=False),
     Column("docker_id", String(80), nullable=True),
     UniqueConstraint("owner", "thread_id", name="uq_container_thread"),
@@ -116,7 +116,7 @@ class ContainerRecord:
     status: str
     created_at: int
     last_active_at: float
-    expires_minutes: int
+    expires_minutes: float
     memory_limit: str
     docker_id: str | None
 
@@ -225,6 +225,11 @@ class Store:
                 containers.c.status != "deleted"))).first()
         return _record(ContainerRecord, row) if row else None
 
+    async def container_by_id(self, container_id: str) -> ContainerRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(containers).where(containers.c.id == container_id))).first()
+        return _record(ContainerRecord, row) if row else None
+
     async def container_for_thread(self, owner: str, thread_id: str) -> ContainerRecord | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(containers).where(
@@ -232,9 +237,8 @@ class Store:
         return _record(ContainerRecord, row) if row else None
 
     async def list_containers(self, owner: str, *, limit: int, order: str, after: str | None) -> Page:
-        # A thread's retired sandbox stays retrievable by id (its history), but is not listed.
-        where = [containers.c.owner == owner, containers.c.status.not_in(("deleted", "retired")),
-                 containers.c.thread_id.is_(None)]
+        # Threads' containers are reached through their thread, not listed.
+        where = [containers.c.owner == owner, containers.c.status != "deleted", containers.c.thread_id.is_(None)]
         return await self._page(containers, where, limit=limit, order=order, after=after, cls=ContainerRecord)
 
     async def update_container(self, container_id: str, **values: Any) -> None:
@@ -245,10 +249,6 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(containers).where(containers.c.status == status))).fetchall()
         return [_record(ContainerRecord, r) for r in rows]
-
-    async def forget_thread(self, container_id: str) -> None:
-        """Free the thread id for a new container; the old one keeps its history."""
-        await self.update_container(container_id, thread_id=None, status="retired")
 
     # -- container files -----------------------------------------------------------
 

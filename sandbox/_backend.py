@@ -96,7 +96,7 @@ class Backend(Protocol):
         """None while the kernel process runs; why it ended otherwise."""
 
     async def write_file(self, host: KernelHost, name: str, data: bytes | BinaryIO,
-                         *, max_bytes: int | None = None) -> FileInfo: ...
+                         *, max_bytes: int | None = None, parents: bool = False) -> FileInfo: ...
 
     async def read_file(self, host: KernelHost, path: str, *, max_bytes: int | None = None) -> bytes: ...
 
@@ -120,8 +120,8 @@ class MountedFiles:
     """File operations for backends whose /mnt/data is a directory on this host."""
 
     async def write_file(self, host: KernelHost, name: str, data: bytes | BinaryIO,
-                         *, max_bytes: int | None = None) -> FileInfo:
-        return await asyncio.to_thread(host.data.write, name, data, max_bytes=max_bytes)
+                         *, max_bytes: int | None = None, parents: bool = False) -> FileInfo:
+        return await asyncio.to_thread(host.data.write, name, data, max_bytes=max_bytes, parents=parents)
 
     async def read_file(self, host: KernelHost, path: str, *, max_bytes: int | None = None) -> bytes:
         return await asyncio.to_thread(host.data.read, path, max_bytes=max_bytes)

@@ -114,13 +114,40 @@ class DataDir:
 
     # -- writing ------------------------------------------------------------
 
-    def write(self, name: str, source: bytes | BinaryIO, *, max_bytes: int | None = None) -> FileInfo:
-        """Create a new file; a clashing name gets a numbered suffix, never an overwrite."""
+    @contextmanager
+    def _made_dirs(self, parts: list[str]) -> Iterator[int]:
+        """A directory fd for ``parts`` under the root, creating them; a planted symlink is refused."""
+        fds: list[int] = []
+        try:
+            fds.append(os.open(self.path, _DIR_FLAGS))
+            for part in parts:
+                try:
+                    os.mkdir(safe_name(part, strict=True), 0o755, dir_fd=fds[-1])
+                    if self.uid is not None and os.geteuid() == 0:
+                        os.chown(part, self.uid, self.uid, dir_fd=fds[-1], follow_symlinks=False)
+                except FileExistsError:
+                    pass
+                try:
+                    fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
+                except OSError as exc:
+                    raise UnsafeFile(f"/mnt/data/{'/'.join(parts)} is not a directory it can write into") from exc
+            yield fds[-1]
+        finally:
+            for item in fds:
+                os.close(item)
+
+    def write(self, name: str, source: bytes | BinaryIO, *, max_bytes: int | None = None,
+              parents: bool = False) -> FileInfo:
+        """Create a new file; a clashing name gets a numbered suffix, never an overwrite.
+
+        With ``parents`` the name may be a relative path whose directories are created.
+        """
+        dirs = _split(name)[:-1] if parents else []
         base = safe_name(name)
         stem, dot, ext = base.rpartition(".")
         if not stem:
             stem, dot, ext = base, "", ""
-        with self._root() as root:
+        with self._made_dirs(dirs) as root:
             for n in range(10_000):
                 candidate = base if n == 0 else f"{stem}-{n}{dot}{ext}"
                 try:
@@ -151,7 +178,7 @@ class DataDir:
                 raise
             finally:
                 os.close(fd)
-        return FileInfo(path=candidate, size=size, mtime=st.st_mtime, sha256=digest.hexdigest())
+        return FileInfo(path="/".join([*dirs, candidate]), size=size, mtime=st.st_mtime, sha256=digest.hexdigest())
 
     # -- reading ------------------------------------------------------------
 

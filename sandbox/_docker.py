@@ -22,7 +22,7 @@ from docker.types import Ulimit
 from ._backend import KernelHost, MountedFiles, SessionSpec, connection_file, parse_size, socket_paths
 from ._datadir import DataDir
 from ._errors import BackendUnavailable, ImageNotFound, KernelStartError, SandboxError
-from ._results import KernelExit
+from ._results import FileInfo, KernelExit
 
 __all__ = ["LABEL", "DockerBackend", "DockerConfig"]
 
@@ -199,6 +199,14 @@ class DockerBackend(MountedFiles):
                 pass
         await self._call(remove)
 
+    def orphan_files(self, container: Mapping[str, Any]) -> OrphanFiles | None:
+        """The /mnt/data of a listed container that no session holds (after a crash), if it is ours."""
+        for mount in container.get("Mounts") or []:
+            source = Path(mount.get("Source", ""))
+            if mount.get("Destination") == "/mnt/data" and source.parent.parent == self.config.work_root:
+                return OrphanFiles(DataDir(source, uid=self.config.uid))
+        return None
+
     async def remove_workdir(self, container: Mapping[str, Any]) -> None:
         """Delete the data and socket dirs of a listed container, if they are ours."""
         for mount in container.get("Mounts") or []:
@@ -251,3 +259,16 @@ class DockerBackend(MountedFiles):
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
         self._pool.shutdown(wait=False)
+
+
+class OrphanFiles:
+    """Read access to a stopped container's /mnt/data, so that its files can be kept."""
+
+    def __init__(self, data: DataDir) -> None:
+        self.data = data
+
+    async def list_files(self) -> list[FileInfo]:
+        return await asyncio.to_thread(self.data.list)
+
+    async def export_file(self, path: str, dest: Path, *, max_bytes: int | None = None) -> FileInfo:
+        return await asyncio.to_thread(self.data.export, path, dest, max_bytes=max_bytes)

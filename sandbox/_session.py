@@ -193,10 +193,13 @@ class Session:
     # -- files ---------------------------------------------------------------
 
     async def write_file(self, name: str, data: bytes | BinaryIO, *,
-                         max_bytes: int | None = None) -> FileInfo:
-        """Place a file at /mnt/data/<safe name>; a clashing name gets a numbered suffix."""
+                         max_bytes: int | None = None, parents: bool = False) -> FileInfo:
+        """Place a file at /mnt/data/<safe name>; a clashing name gets a numbered suffix.
+
+        With ``parents`` the name may be a relative path (``reports/q1.csv``) whose directories are made.
+        """
         self._check()
-        return await self.backend.write_file(self.host, name, data, max_bytes=max_bytes)
+        return await self.backend.write_file(self.host, name, data, max_bytes=max_bytes, parents=parents)
 
     async def read_file(self, path: str, *, max_bytes: int | None = None) -> bytes:
         self._check()

@@ -136,8 +136,8 @@ async def delete_container_file(request: Request, owner: Owner, container_id: st
 async def create_call(request: Request, owner: Owner, container_id: str, body: CallRequest) -> Response:
     services = _services(request)
     record = await services.containers.get(owner, container_id)
-    run = await services.calls.start(owner, record, code=body.input, file_ids=body.file_ids,
-                                     timeout=body.timeout)
+    run = await services.calls.start(owner, record, services.containers.lease(record), code=body.input,
+                                     file_ids=body.file_ids, timeout=body.timeout)
     return await respond(services, run, body.stream)
 
 

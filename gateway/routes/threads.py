@@ -29,10 +29,9 @@ async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body:
     if not body.input.strip():  # refuse before the thread's sandbox is created, not after
         raise BadRequest("'input' must contain code to run.", param="input")
     await services.containers.check_file_ids(owner, body.file_ids)
-    record = await services.containers.thread_container(owner, thread_id, create=True)
-    assert record is not None
-    run = await services.calls.start(owner, record, code=body.input, file_ids=body.file_ids,
-                                     timeout=body.timeout, thread_id=thread_id)
+    record, session, restored = await services.containers.thread_session(owner, thread_id)
+    run = await services.calls.start(owner, record, session, code=body.input, file_ids=body.file_ids,
+                                     timeout=body.timeout, thread_id=thread_id, restored=restored)
     return await respond(services, run, body.stream)
 
 

@@ -78,6 +78,9 @@ class ServerProcess:
         self.env.update({
             "CODEINTERP_CONTAINER_LABELS": json.dumps({RUN_LABEL: run_id, SERVER_LABEL: self.server_id}),
             "PYTHONUNBUFFERED": "1",
+            # Pooled sandboxes carry no codeinterp.container label and load the machine; tests of
+            # the pool turn it on themselves.
+            "CODEINTERP_POOL_SIZE": "0",
         })
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None

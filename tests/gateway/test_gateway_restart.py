@@ -73,19 +73,24 @@ def test_call_history_survives_a_restart(start_server: ServerFactory, tmp_path: 
             assert one.json() == call
         assert http.get(f"/v1/files/{written['file_id']}/content").content == b"kept\n"
 
-        # The sandbox itself did not survive; the thread says so and starts afresh on the next call.
+        # The sandbox did not survive, but its files did: the thread's next call restores them in a
+        # new sandbox under the same container id, and says that variables were reset.
         thread = http.get("/v1/threads/keep/code_interpreter").json()
         assert thread["container"]["id"] == container_id
-        assert thread["container"]["status"] != "running"
-        fresh = http.post("/v1/threads/keep/code_interpreter/calls", json={"input": "print('x' in globals())"})
+        assert thread["container"]["status"] == "expired"
+        fresh = http.post("/v1/threads/keep/code_interpreter/calls",
+                          json={"input": "print('x' in globals(), open('/mnt/data/out.txt').read())"})
         assert fresh.status_code == 200, fresh.text
-        assert fresh.json()["status"] == "completed"
-        assert fresh.json()["container_id"] != container_id
-        assert fresh.json()["code_interpreter"]["outputs"] == [{"type": "logs", "logs": "False\n"}]
+        body = fresh.json()
+        assert (body["status"], body["container_id"], body["session_restored"]) == ("completed", container_id, True)
+        (logs,) = body["code_interpreter"]["outputs"]
+        first_line, rest = logs["logs"].split("\n", 1)
+        assert "variables were reset" in first_line and "/mnt/data" in first_line
+        assert rest == "False kept\n\n"
+        assert http.get("/v1/threads/keep/code_interpreter").json()["container"]["status"] == "running"
 
 
-def test_history_of_a_replaced_thread_sandbox_stays_readable(start_server: ServerFactory,
-                                                             tmp_path: Path) -> None:
+def test_a_thread_keeps_one_history_across_a_restart(start_server: ServerFactory, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = start_server(data_dir=data_dir)
     with httpx.Client(base_url=first.url, timeout=60) as http:
@@ -94,12 +99,13 @@ def test_history_of_a_replaced_thread_sandbox_stays_readable(start_server: Serve
     second = start_server(data_dir=data_dir)
     with httpx.Client(base_url=second.url, timeout=60) as http:
         new = http.post("/v1/threads/moves-on/code_interpreter/calls", json={"input": "print('new')"}).json()
-        assert new["container_id"] != old["container_id"]
+        assert new["container_id"] == old["container_id"]
+        assert old["session_restored"] is False and new["session_restored"] is True
 
         listed = http.get(f"/v1/containers/{old['container_id']}/calls")
 
         assert listed.status_code == 200, listed.text
-        assert listed.json()["data"] == [old]
+        assert listed.json()["data"] == [old, new]
 
 
 def test_a_crash_mid_call_is_recovered_on_the_next_start(start_server: ServerFactory, tmp_path: Path) -> None:
