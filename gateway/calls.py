@@ -89,11 +89,11 @@ class CallService:
             if timeout is not None and timeout <= 0:
                 raise BadRequest("'timeout' must be a positive number of seconds.", param="timeout")
             seconds = min(timeout or self.default_timeout, self.max_timeout)
-            record = await self.containers.touch(record)
+            # No touch here: the lease keeps the sandbox from expiring, and the end of the call touches it.
             await self.containers.place_missing(owner, record, session, file_ids)
             run = CallRun(id=new_id("call_"), code=code, container_id=record.id, thread_id=thread_id,
                           created_at=int(time.time()), restored=restored)
-            await self.store.put_call(run.id, record.id, "in_progress", run.body("in_progress"))
+            await self.store.add_call(run.id, record.id, "in_progress", run.body("in_progress"))
             run.deltas.put_nowait({"index": 0, "id": run.id, "type": "code_interpreter",
                                    "code_interpreter": {"input": code, "outputs": []}})
             if restored:
@@ -136,11 +136,10 @@ class CallService:
             body = run.body("failed", {"code": "sandbox_error", "message": str(exc)}, (), int(time.time()))
         except BaseException:
             body = run.body("failed", {"code": "sandbox_error", "message": "internal error"}, (), int(time.time()))
-            await asyncio.shield(self.store.put_call(run.id, record.id, "failed", body))
+            await asyncio.shield(self.store.finish_call(run.id, "failed", body))
             run.deltas.put_nowait(None)
             raise
-        await self.store.put_call(run.id, record.id, body["status"], body)
-        await self.containers.touch(record)
+        await self.store.finish_call(run.id, body["status"], body, record.id, time.time())
         log.info("call finished", extra={"call_id": run.id, "container_id": record.id, "status": body["status"],
                                          "duration_ms": round((time.monotonic() - started) * 1000),
                                          "outputs": len(run.outputs), "files": len(body["files"])})

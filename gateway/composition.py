@@ -111,7 +111,7 @@ class Gateway:
         for call in await self.store.calls_in_progress():
             body = {**call.body, "status": "incomplete",
                     "error": {"code": "sandbox_error", "message": "gateway restarted"}}
-            await self.store.put_call(call.id, call.container_id, "incomplete", body)
+            await self.store.finish_call(call.id, "incomplete", body)
         leftovers: list[dict[str, Any]] = []
         if isinstance(self.backend, sandbox.DockerBackend):
             try:

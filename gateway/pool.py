@@ -26,6 +26,7 @@ class WarmPool:
         self._ready: list[sandbox.Session] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.starting = 0
 
     @property
@@ -40,30 +41,37 @@ class WarmPool:
         """A ready sandbox, or None; taking one wakes the refill."""
         while self._ready:
             session = self._ready.pop(0)
-            self._wake.set()
+            self._wake.set()  # refill
             if not session.closed:
                 return session
         self._wake.set()
         return None
 
     async def _fill(self) -> None:
-        while True:
+        # Never cancelled mid-start (a cancelled start could leave a container behind): close()
+        # sets _closing and wakes the loop, which ends after the start under way.
+        while not self._closing:
             if len(self._ready) < self.size and self._may_start():
                 self.starting += 1
                 try:
                     self._ready.append(await self._start())
                 except sandbox.SandboxError as exc:
                     log.warning("warm pool start failed", extra={"error": str(exc)})
-                    await asyncio.sleep(5)  # the engine or image is unwell: do not spin
+                    await self._idle(5)  # the engine or image is unwell: do not spin
                 finally:
                     self.starting -= 1
-                await asyncio.sleep(self.pause)
+                await self._idle(self.pause)
                 continue
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=5)
-            except TimeoutError:
-                pass  # look again: capacity may have freed up
+            await self._idle(5)  # then look again: capacity may have freed up
+
+    async def _idle(self, seconds: float) -> None:
+        self._wake.clear()
+        if self._closing:
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
 
     async def release_one(self) -> bool:
         """Give back one pooled sandbox's slot (capacity needs it more). True if one was released."""
@@ -73,12 +81,10 @@ class WarmPool:
         return True
 
     async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
             self._task = None
         while self._ready:
             await self._ready.pop().close()

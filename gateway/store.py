@@ -278,14 +278,19 @@ class Store:
 
     # -- calls -----------------------------------------------------------------------
 
-    async def put_call(self, call_id: str, container_id: str, status: str, body: dict[str, Any]) -> None:
+    async def add_call(self, call_id: str, container_id: str, status: str, body: dict[str, Any]) -> None:
         async with self.engine.begin() as conn:
-            found = (await conn.execute(select(calls.c.seq).where(calls.c.id == call_id))).scalar()
-            if found is None:
-                await conn.execute(insert(calls).values(id=call_id, container_id=container_id, status=status,
-                                                        body=body, created_at=int(time.time())))
-            else:
-                await conn.execute(update(calls).where(calls.c.id == call_id).values(status=status, body=body))
+            await conn.execute(insert(calls).values(id=call_id, container_id=container_id, status=status,
+                                                    body=body, created_at=int(time.time())))
+
+    async def finish_call(self, call_id: str, status: str, body: dict[str, Any],
+                          container_id: str | None = None, last_active_at: float | None = None) -> None:
+        """Record a call's end and, in the same transaction, its container's activity."""
+        async with self.engine.begin() as conn:
+            await conn.execute(update(calls).where(calls.c.id == call_id).values(status=status, body=body))
+            if container_id is not None and last_active_at is not None:
+                await conn.execute(update(containers).where(containers.c.id == container_id)
+                                   .values(last_active_at=last_active_at))
 
     async def get_call(self, container_id: str, call_id: str) -> CallRecord | None:
         async with self.engine.connect() as conn:
