@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,7 +48,9 @@ class ContainerService:
         self.store, self.files, self.backend, self.defaults = store, files, backend, defaults
         self._live: dict[str, sandbox.Session] = {}
         self._leases: dict[str, int] = {}
-        self._thread_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Weak: a thread's lock lives while a request holds or waits on it, not for ever.
+        self._thread_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = \
+            weakref.WeakValueDictionary()
         self._starting = 0
         self._room = asyncio.Lock()
         self.pool = WarmPool(self._start_pooled, defaults.pool_size, pause=defaults.pool_pause,
@@ -176,7 +179,9 @@ class ContainerService:
 
     async def thread_session(self, owner: str, thread_id: str) -> tuple[ContainerRecord, sandbox.Session, bool]:
         """The thread's leased session: made on first use, restored after expiry (True), never made twice."""
-        lock = self._thread_locks.setdefault((owner, thread_id), asyncio.Lock())
+        lock = self._thread_locks.get((owner, thread_id))
+        if lock is None:
+            lock = self._thread_locks[(owner, thread_id)] = asyncio.Lock()
         async with lock:
             record = await self.store.container_for_thread(owner, thread_id)
             restored = False
