@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -151,3 +152,27 @@ def test_kill_9_and_restart_leaves_no_orphan_and_loses_no_file(start_server: Ser
         resumed = call(http, "crashy", "print(open('/mnt/data/late.txt').read())")
         assert resumed["container_id"] == thread["container_id"]
         assert logs(resumed).endswith("late\n")
+
+
+def test_sigterm_lets_a_running_call_finish_and_keeps_files(start_server: ServerFactory, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_server(data_dir=data_dir)
+    done: dict[str, Any] = {}
+    with httpx.Client(base_url=first.url, timeout=60) as http:
+        call(http, "graceful", "print(0)")
+        code = "import time\ntime.sleep(3)\nopen('/mnt/data/done.txt', 'w').write('finished')\nprint('ok')"
+        worker = threading.Thread(target=lambda: done.update(call(http, "graceful", code)))
+        worker.start()
+        time.sleep(1)
+        assert first.proc is not None
+        first.proc.send_signal(signal.SIGTERM)
+        worker.join(30)
+    assert done["status"] == "completed" and logs(done) == "ok\n"
+    assert first.stop() in (0, -signal.SIGTERM)
+    assert labelled_containers(*first.labels) == [], "shutdown removed the sandboxes"
+
+    second = start_server(data_dir=data_dir)
+    with httpx.Client(base_url=second.url, timeout=60) as http:
+        resumed = call(http, "graceful", "print(open('/mnt/data/done.txt').read())")
+        assert resumed["session_restored"] is True
+        assert logs(resumed).endswith("finished\n")
