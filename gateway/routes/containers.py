@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 
 from ..errors import BadRequest
 from ..files import checked_filename
+from ..notebook import MEDIA_TYPE, cells_from_history, notebook
 from ..schemas import (
     CallRequest,
     CreateContainerFileRequest,
@@ -156,3 +157,11 @@ async def retrieve_call(request: Request, owner: Owner, container_id: str, call_
     record = await services.containers.get(owner, container_id)
     return await services.calls.get(record, call_id)
 
+
+@router.get("/{container_id}/notebook", summary="The container's calls as a Jupyter notebook (nbformat 4)",
+            response_class=JSONResponse)
+async def container_notebook(request: Request, owner: Owner, container_id: str) -> JSONResponse:
+    services = _services(request)
+    record = await services.containers.get(owner, container_id)
+    cells = await cells_from_history(services.containers.store, services.files, owner, record.id)
+    return JSONResponse(notebook(cells), media_type=MEDIA_TYPE)

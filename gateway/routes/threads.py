@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from ..errors import BadRequest, NotFound
+from ..notebook import MEDIA_TYPE, cells_from_history, notebook
 from ..schemas import THREAD_ID, AnnotateRequest, CallRequest, container_object
 from .calling import respond
 from .context import Services, owner_of
@@ -58,3 +59,13 @@ async def annotate(request: Request, owner: Owner, thread_id: ThreadId, body: An
     services = _services(request)
     record = await services.containers.store.container_for_thread(owner, thread_id)
     return {"text": body.text, "annotations": await services.calls.annotate(record, body.text)}
+
+
+@router.get("/notebook", summary="The thread's calls as a Jupyter notebook (nbformat 4)", response_class=JSONResponse)
+async def thread_notebook(request: Request, owner: Owner, thread_id: ThreadId) -> JSONResponse:
+    services = _services(request)
+    record = await services.containers.store.container_for_thread(owner, thread_id)
+    if record is None or record.status == "deleted":
+        raise NotFound(f"Thread {thread_id} has no code interpreter sandbox.", param="thread_id")
+    cells = await cells_from_history(services.containers.store, services.files, owner, record.id)
+    return JSONResponse(notebook(cells), media_type=MEDIA_TYPE)

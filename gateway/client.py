@@ -1,0 +1,293 @@
+"""A small typed client for the gateway's own routes: calls (streamed or not), annotations, the notebook.
+
+``Client`` and ``AsyncClient`` are twins over one body, ``_Requests``: it builds
+every request and reads every response, so the twins only send. Files and
+containers are the OpenAI API's and are best used through the ``openai`` SDK;
+the few container and file helpers here are the ones ``codeinterp run --server``
+needs, so that the command line does not depend on the SDK.
+
+Errors: ``ClientError`` is the root. ``APIError`` carries the gateway's OpenAI-shaped
+error (status, message, type, code, param); ``GatewayUnreachable`` wraps httpx's
+transport errors. Both are raised in one place each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+__all__ = ["APIError", "AsyncClient", "Client", "ClientError", "GatewayUnreachable"]
+
+Call = dict[str, Any]
+
+
+class ClientError(Exception):
+    """Anything that went wrong talking to the gateway."""
+
+
+class GatewayUnreachable(ClientError):
+    """No HTTP answer: the server is down, or the URL is wrong."""
+
+
+class APIError(ClientError):
+    """The gateway answered with an error."""
+
+    def __init__(self, status: int, message: str, type: str | None = None, code: str | None = None,
+                 param: str | None = None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    """The one place an HTTP error becomes an APIError; the body must have been read."""
+    if response.is_success:
+        return response
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        raise APIError(response.status_code, response.text[:500] or response.reason_phrase) from None
+    raise APIError(response.status_code, str(error.get("message")), error.get("type"), error.get("code"),
+                   error.get("param"))
+
+
+class _SSE:
+    """Server-Sent Events, fed one line at a time: deltas, then the completed call, then [DONE]."""
+
+    def __init__(self) -> None:
+        self.event: str | None = None
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> Call | None:
+        if line.startswith("event:"):
+            self.event = line[6:].strip()
+        elif line.startswith("data:"):
+            self.data.append(line[5:].removeprefix(" "))
+        elif line == "" and self.data:
+            text, self.data, self.event = "\n".join(self.data), [], None
+            if text != "[DONE]":
+                return json.loads(text)  # type: ignore[no-any-return]
+        return None
+
+
+class _Requests:
+    """The shared body: request building and response reading, with no I/O."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/").removesuffix("/v1") + "/v1"
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = httpx.Timeout(timeout, connect=10.0)
+
+    @staticmethod
+    def call_body(code: str, file_ids: Sequence[str], timeout: float | None, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"input": code, "file_ids": list(file_ids), "stream": stream}
+        if timeout is not None:
+            body["timeout"] = timeout
+        return body
+
+    @staticmethod
+    def container_call(container_id: str) -> str:
+        return f"/containers/{container_id}/calls"
+
+    @staticmethod
+    def thread_call(thread_id: str) -> str:
+        return f"/threads/{thread_id}/code_interpreter/calls"
+
+    @staticmethod
+    def notebook(container_id: str | None, thread_id: str | None) -> str:
+        if (container_id is None) == (thread_id is None):
+            raise ValueError("pass exactly one of container_id and thread_id")
+        if container_id is not None:
+            return f"/containers/{container_id}/notebook"
+        return f"/threads/{thread_id}/code_interpreter/notebook"
+
+    @staticmethod
+    def create_container(name: str, file_ids: Sequence[str], memory_limit: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "file_ids": list(file_ids)}
+        if memory_limit:
+            body["memory_limit"] = memory_limit
+        return body
+
+
+class Client:
+    """Blocking client. ``with Client("http://127.0.0.1:8000") as api: api.call(cid, "print(1)")``."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
+                 timeout: float = 660.0, transport: httpx.BaseTransport | None = None) -> None:
+        self._r = _Requests(base_url, api_key, timeout)
+        self._http = httpx.Client(base_url=self._r.base_url, headers=self._r.headers, timeout=self._r.timeout,
+                                  transport=transport)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return _checked(self._http.request(method, path, **kwargs))
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(f"cannot reach {self._r.base_url}: {exc}") from exc
+
+    def _stream(self, path: str, body: dict[str, Any]) -> Iterator[Call]:
+        sse = _SSE()
+        try:
+            with self._http.stream("POST", path, json=body) as response:
+                if not response.is_success:
+                    response.read()
+                    _checked(response)
+                for line in response.iter_lines():
+                    if (event := sse.feed(line)) is not None:
+                        yield event
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(f"cannot reach {self._r.base_url}: {exc}") from exc
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def call(self, container_id: str, code: str, *, file_ids: Sequence[str] = (),
+             timeout: float | None = None) -> Call:
+        """Run code in a container; the finished call object."""
+        body = self._r.call_body(code, file_ids, timeout, False)
+        return self._send("POST", self._r.container_call(container_id), json=body).json()  # type: ignore[no-any-return]
+
+    def stream_call(self, container_id: str, code: str, *, file_ids: Sequence[str] = (),
+                    timeout: float | None = None) -> Iterator[Call]:
+        """Deltas as they happen, then the finished call (the one dict with a ``status``)."""
+        return self._stream(self._r.container_call(container_id), self._r.call_body(code, file_ids, timeout, True))
+
+    def thread_call(self, thread_id: str, code: str, *, file_ids: Sequence[str] = (),
+                    timeout: float | None = None) -> Call:
+        body = self._r.call_body(code, file_ids, timeout, False)
+        return self._send("POST", self._r.thread_call(thread_id), json=body).json()  # type: ignore[no-any-return]
+
+    def stream_thread_call(self, thread_id: str, code: str, *, file_ids: Sequence[str] = (),
+                           timeout: float | None = None) -> Iterator[Call]:
+        return self._stream(self._r.thread_call(thread_id), self._r.call_body(code, file_ids, timeout, True))
+
+    def calls(self, container_id: str) -> list[Call]:
+        """A container's call history, oldest first (the first 100)."""
+        page = self._send("GET", self._r.container_call(container_id), params={"limit": 100}).json()
+        return list(page["data"])
+
+    def annotate(self, thread_id: str, text: str) -> dict[str, Any]:
+        """``file_path`` annotations for the ``sandbox:`` links in a message."""
+        path = f"/threads/{thread_id}/code_interpreter/annotations"
+        return self._send("POST", path, json={"text": text}).json()  # type: ignore[no-any-return]
+
+    def notebook(self, *, container_id: str | None = None, thread_id: str | None = None) -> dict[str, Any]:
+        """The call history as an nbformat 4 notebook."""
+        return self._send("GET", self._r.notebook(container_id, thread_id)).json()  # type: ignore[no-any-return]
+
+    # -- the container and file helpers `codeinterp run --server` needs -------------------
+
+    def create_container(self, name: str, *, file_ids: Sequence[str] = (),
+                         memory_limit: str | None = None) -> dict[str, Any]:
+        body = self._r.create_container(name, file_ids, memory_limit)
+        return self._send("POST", "/containers", json=body).json()  # type: ignore[no-any-return]
+
+    def delete_container(self, container_id: str) -> None:
+        self._send("DELETE", f"/containers/{container_id}")
+
+    def upload_container_file(self, container_id: str, path: Path) -> dict[str, Any]:
+        with open(path, "rb") as handle:
+            response = self._send("POST", f"/containers/{container_id}/files", files={"file": (path.name, handle)})
+        return response.json()  # type: ignore[no-any-return]
+
+    def download_file(self, file_id: str, dest: Path) -> int:
+        """Stream a stored file's content to ``dest``; its size."""
+        size = 0
+        try:
+            with self._http.stream("GET", f"/files/{file_id}/content") as response:
+                if not response.is_success:
+                    response.read()
+                    _checked(response)
+                with open(dest, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        size += out.write(chunk)
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(f"cannot reach {self._r.base_url}: {exc}") from exc
+        return size
+
+
+class AsyncClient:
+    """The async twin of ``Client``, for the same routes."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
+                 timeout: float = 660.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._r = _Requests(base_url, api_key, timeout)
+        self._http = httpx.AsyncClient(base_url=self._r.base_url, headers=self._r.headers,
+                                       timeout=self._r.timeout, transport=transport)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return _checked(await self._http.request(method, path, **kwargs))
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(f"cannot reach {self._r.base_url}: {exc}") from exc
+
+    async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Call]:
+        sse = _SSE()
+        try:
+            async with self._http.stream("POST", path, json=body) as response:
+                if not response.is_success:
+                    await response.aread()
+                    _checked(response)
+                async for line in response.aiter_lines():
+                    if (event := sse.feed(line)) is not None:
+                        yield event
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(f"cannot reach {self._r.base_url}: {exc}") from exc
+
+    async def call(self, container_id: str, code: str, *, file_ids: Sequence[str] = (),
+                   timeout: float | None = None) -> Call:
+        body = self._r.call_body(code, file_ids, timeout, False)
+        return (await self._send("POST", self._r.container_call(container_id), json=body)).json()  # type: ignore[no-any-return]
+
+    def stream_call(self, container_id: str, code: str, *, file_ids: Sequence[str] = (),
+                    timeout: float | None = None) -> AsyncIterator[Call]:
+        return self._stream(self._r.container_call(container_id), self._r.call_body(code, file_ids, timeout, True))
+
+    async def thread_call(self, thread_id: str, code: str, *, file_ids: Sequence[str] = (),
+                          timeout: float | None = None) -> Call:
+        body = self._r.call_body(code, file_ids, timeout, False)
+        return (await self._send("POST", self._r.thread_call(thread_id), json=body)).json()  # type: ignore[no-any-return]
+
+    def stream_thread_call(self, thread_id: str, code: str, *, file_ids: Sequence[str] = (),
+                           timeout: float | None = None) -> AsyncIterator[Call]:
+        return self._stream(self._r.thread_call(thread_id), self._r.call_body(code, file_ids, timeout, True))
+
+    async def calls(self, container_id: str) -> list[Call]:
+        page = (await self._send("GET", self._r.container_call(container_id), params={"limit": 100})).json()
+        return list(page["data"])
+
+    async def annotate(self, thread_id: str, text: str) -> dict[str, Any]:
+        path = f"/threads/{thread_id}/code_interpreter/annotations"
+        return (await self._send("POST", path, json={"text": text})).json()  # type: ignore[no-any-return]
+
+    async def notebook(self, *, container_id: str | None = None, thread_id: str | None = None) -> dict[str, Any]:
+        return (await self._send("GET", self._r.notebook(container_id, thread_id))).json()  # type: ignore[no-any-return]
+
+    async def create_container(self, name: str, *, file_ids: Sequence[str] = (),
+                               memory_limit: str | None = None) -> dict[str, Any]:
+        body = self._r.create_container(name, file_ids, memory_limit)
+        return (await self._send("POST", "/containers", json=body)).json()  # type: ignore[no-any-return]
+
+    async def delete_container(self, container_id: str) -> None:
+        await self._send("DELETE", f"/containers/{container_id}")
+
