@@ -1,11 +1,12 @@
-"""Summary figures for benchmark samples: median, p90, min, max."""
+"""Summary figures for benchmark samples: median, p90, min, max; and the rows of the report table."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["row", "summary"]
+__all__ = ["HEADER", "Row", "row", "summary"]
 
 
 def summary(samples: Sequence[float]) -> dict[str, float]:
@@ -15,10 +16,33 @@ def summary(samples: Sequence[float]) -> dict[str, float]:
             "min": ordered[0], "max": ordered[-1]}
 
 
+def _fmt(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+
+
+@dataclass
+class Row:
+    """One measure: its raw samples (seconds, bytes, calls/s...) and how to show them."""
+
+    section: str
+    name: str
+    samples: list[float] = field(default_factory=list)
+    unit: str = "ms"
+    scale: float = 1000.0  # samples * scale are shown in `unit`
+    note: str = ""  # shown instead of figures when there are no samples (why it could not be measured)
+
+    def markdown(self) -> str:
+        if not self.samples:
+            return f"| {self.section} | {self.name} | 0 | — | — | — | — | {self.unit} | {self.note or 'no samples'} |"
+        s = summary(self.samples)
+        figures = " | ".join(_fmt(s[k] * self.scale) for k in ("median", "p90", "min", "max"))
+        return f"| {self.section} | {self.name} | {s['n']:.0f} | {figures} | {self.unit} | {self.note} |"
+
+
+HEADER = ("| # | measure | n | median | p90 | min | max | unit | note |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+
+
 def row(name: str, samples: Sequence[float], unit: str = "ms", scale: float = 1000.0) -> str:
-    s = summary(samples)
-    return (f"| {name} | {s['n']:.0f} | {s['median'] * scale:.2f} | {s['p90'] * scale:.2f} | "
-            f"{s['min'] * scale:.2f} | {s['max'] * scale:.2f} | {unit} |")
-
-
-HEADER = "| measure | n | median | p90 | min | max | unit |\n|---|---|---|---|---|---|---|"
+    """One table row for samples in seconds (kept for small ad-hoc scripts)."""
+    return Row("", name, list(samples), unit, scale).markdown()
