@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import TooLarge, error_response, install_error_handlers
+from .errors import ERROR_RESPONSES, TooLarge, error_response, install_error_handlers
 from .metrics import Metrics
 from .routes import containers, files, threads
 from .routes.context import Services
@@ -36,7 +36,8 @@ def create_app(services: Services, *, metrics: Metrics, health: Callable[[], Awa
                 await on_shutdown()
 
     app = FastAPI(title="codeinterp", version="0.1.0", lifespan=lifespan,
-                  description="A self-hosted, sandboxed code interpreter with OpenAI-shaped APIs.")
+                  description="A self-hosted, sandboxed code interpreter with OpenAI-shaped APIs.",
+                  responses=ERROR_RESPONSES)
     app.state.services = services
     install_error_handlers(app)
     for module in (files, containers, threads):
@@ -90,19 +91,27 @@ class BodyLimit:
             await _reject(send, limit)
             return
         seen = 0
-        started = False
+        started = overflowed = False
 
         async def counted_send(message: Message) -> None:
             nonlocal started
+            if overflowed:
+                # A handler may have caught the overflow as a parse error (FastAPI answers 400 for
+                # any exception while reading a JSON body): the answer is still 413, sent once.
+                if not started:
+                    started = True
+                    await _reject(send, limit)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         async def counted_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, overflowed
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    overflowed = True
                     raise _Overflow(f"The request body is larger than {limit} bytes.")
             return message
 

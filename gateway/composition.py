@@ -47,6 +47,7 @@ class Gateway:
             return self._backend
         return sandbox.DockerBackend(sandbox.DockerConfig(
             image=self.settings.image or None, work_root=self.settings.work_root,
+            data_quota=self.settings.data_quota, runtime=self.settings.runtime or None,
             labels={**self.settings.container_labels, "codeinterp.instance": self.instance}))
 
     @cached_property
@@ -62,7 +63,7 @@ class Gateway:
         s = self.settings
         files = FileService(self.store, self.blobs, s.max_upload_bytes)
         limits = sandbox.Limits(cpus=s.cpus, pids=s.pids_limit, tmp_size=s.tmp_size, timeout=s.default_timeout,
-                                max_file_bytes=s.max_upload_bytes)
+                                max_file_bytes=s.max_upload_bytes, data_size=s.data_size)
         containers = ContainerService(self.store, files, self.backend, SandboxDefaults(
             limits=limits, labels={"codeinterp.instance": self.instance}, max_file_ids=s.max_file_ids,
             thread_expiry_minutes=s.thread_expiry_minutes, max_sandboxes=s.sandbox_limit,

@@ -20,14 +20,17 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import sandbox
 
 __all__ = [
+    "ERROR_RESPONSES",
     "AtCapacity",
     "BadRequest",
     "Conflict",
+    "ErrorBody",
     "GatewayError",
     "NotFound",
     "TooLarge",
@@ -78,6 +81,26 @@ class AtCapacity(GatewayError):
 
 class Unavailable(GatewayError):
     status, type = 503, "server_error"
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape; documented on every route so clients and fuzzers know what a 4xx/5xx holds."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": what} for status, what in (
+        (400, "Invalid request"), (401, "Missing or wrong API key"), (404, "No such object or route"),
+        (409, "The object is in the wrong state"), (413, "Body or file over the size limit"),
+        (429, "At capacity; see Retry-After"), (503, "Docker or the kernel image is unavailable"))}
 
 
 # The one table: sandbox failures, by class, to the gateway error they become.

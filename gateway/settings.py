@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     cpus: float = 1.0
     pids_limit: int = 256
     tmp_size: str = "256m"
+    # Disk quota for each sandbox's /mnt/data (a loop-mounted image of this size; the host's disk use
+    # grows by at most this much per sandbox).
+    data_size: str = "1g"
+    # How /mnt/data gets its quota: "auto" (a loop mount when running as root, else a plain directory
+    # with a warning), "loop" (required: sandboxes fail to start without it) or "off" (no quota).
+    data_quota: str = "auto"
+    # The Docker runtime for sandboxes, e.g. "runsc" for gVisor; empty means Docker's default (runc).
+    runtime: str = ""
     # Idle minutes before a thread's sandbox expires (containers carry their own expires_after).
     thread_expiry_minutes: float = 60
     # Seconds between sweeps for idle sandboxes to expire.

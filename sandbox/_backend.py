@@ -43,6 +43,7 @@ class Limits:
     pids: int = 256  # processes and threads together
     tmp_size: str = "256m"  # tmpfs for /tmp
     home_size: str = "256m"  # tmpfs for HOME
+    data_size: str = "1g"  # /mnt/data quota (a loop-mounted image on Docker; see DockerConfig.data_quota)
     timeout: float = 60.0  # seconds per execution, by default
     interrupt_grace: float = 3.0  # seconds to wait for idle after an interrupt before restarting
     start_timeout: float = 30.0  # seconds for a kernel to answer after start

@@ -30,6 +30,13 @@ _MAX_DEPTH = 16
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
+# Characters that look like / or \ without folding to them under NFKC (which catches the fullwidth
+# and small forms): a name holding one could read as a path to a person or to a later tool.
+_SEPARATOR_LOOKALIKES = frozenset("\u2044\u2215\u2216\u2571\u2572\u29f8\u29f9\u3033")
+
+
+def _is_separator(ch: str) -> bool:
+    return ch in "/\\" or ch in _SEPARATOR_LOOKALIKES or unicodedata.normalize("NFKC", ch) in ("/", "\\")
 
 
 def safe_name(name: str, *, strict: bool = False) -> str:
@@ -41,13 +48,15 @@ def safe_name(name: str, *, strict: bool = False) -> str:
     if not isinstance(name, str):
         raise InvalidFileName("a file name must be a string")
     cleaned = unicodedata.normalize("NFC", name)
-    base = cleaned.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join("/" if _is_separator(ch) else ch for ch in cleaned).rsplit("/", 1)[-1]
     base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
     if strict and base != name:
         raise InvalidFileName(
-            f"file name {name!r} has path separators or control characters; send a plain base name"
+            f"file name {name!r} has path separators (or look-alikes of them) or control characters; "
+            "send a plain base name"
         )
-    if base in ("", ".", "..") or base.startswith(".."):
+    folded = unicodedata.normalize("NFKC", base)  # so that a fullwidth or leader-dot ".." counts too
+    if folded in ("", ".", "..") or folded.startswith(".."):
         raise InvalidFileName(f"file name {name!r} is not usable; send a plain base name such as data.csv")
     if len(base.encode()) > _MAX_NAME_BYTES:
         raise InvalidFileName(f"file name is longer than {_MAX_NAME_BYTES} bytes; shorten it")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import socket
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from ._backend import KernelHost, MountedFiles, SessionSpec, connection_file, pa
 from ._datadir import DataDir
 from ._errors import BackendUnavailable, ImageNotFound, KernelStartError, SandboxError
 from ._results import FileInfo, KernelExit
+from ._volume import make_data_dir, release_workdir
 
 __all__ = ["LABEL", "DockerBackend", "DockerConfig"]
 
@@ -43,6 +43,9 @@ class DockerConfig:
     labels: Mapping[str, str] = field(default_factory=dict)  # added to every container
     env: Mapping[str, str] = field(default_factory=dict)  # added to every kernel's environment
     runtime: str | None = None  # e.g. "runsc" for gVisor
+    # /mnt/data as a loop-mounted image of Limits.data_size: "auto" (when this host allows it, else a
+    # plain directory and a warning), "loop" (required: a session fails to start without it) or "off".
+    data_quota: str = "auto"
     base_url: str | None = None  # the Docker endpoint; None reads DOCKER_HOST
     workers: int = 16  # threads for blocking Docker calls
 
@@ -132,8 +135,12 @@ class DockerBackend(MountedFiles):
         root = self.config.work_root / key
         sockets, data = root / "k", DataDir(root / "data", uid=self.config.uid)
         hmac_key = secrets.token_hex(32)
-        await asyncio.to_thread(self._prepare_dirs, sockets, data, hmac_key)
         limits = spec.limits
+        try:
+            await asyncio.to_thread(self._prepare_dirs, sockets, data, hmac_key, parse_size(limits.data_size))
+        except BaseException:
+            await asyncio.to_thread(release_workdir, root)
+            raise
         memory = limits.memory_bytes
         run_args: dict[str, Any] = dict(
             image=self.image,
@@ -172,14 +179,14 @@ class DockerBackend(MountedFiles):
         try:
             container: Container = await self._call(lambda: self._docker().containers.run(**run_args))
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, root, True)
+            await asyncio.to_thread(release_workdir, root)
             raise
         info = connection_file(str(sockets / "k"), hmac_key)
         return KernelHost(session_id=spec.session_id, name=container.id or "", connection_info=info, data=data)
 
-    def _prepare_dirs(self, sockets: Path, data: DataDir, hmac_key: str) -> None:
+    def _prepare_dirs(self, sockets: Path, data: DataDir, hmac_key: str, data_size: int) -> None:
         sockets.mkdir(parents=True, mode=0o700)
-        data.create()
+        make_data_dir(data, size=data_size, mode=self.config.data_quota)
         conn = sockets / "connection.json"
         conn.write_text(json.dumps(connection_file(f"{_IN_SOCKETS}/k", hmac_key)))
         conn.chmod(0o400)
@@ -188,8 +195,9 @@ class DockerBackend(MountedFiles):
             os.chown(conn, self.config.uid, self.config.uid)
 
     async def stop(self, host: KernelHost) -> None:
+        # The container first: it holds the data mount, which can only go once it is gone.
         await self.remove_container(host.name)
-        await asyncio.to_thread(shutil.rmtree, host.data.path.parent, True)
+        await asyncio.to_thread(release_workdir, host.data.path.parent)
 
     async def remove_container(self, name: str) -> None:
         def remove() -> None:
@@ -212,7 +220,7 @@ class DockerBackend(MountedFiles):
         for mount in container.get("Mounts") or []:
             source = Path(mount.get("Source", ""))
             if mount.get("Destination") == "/mnt/data" and source.parent.parent == self.config.work_root:
-                await asyncio.to_thread(shutil.rmtree, source.parent, True)
+                await asyncio.to_thread(release_workdir, source.parent)
 
     async def interrupt(self, host: KernelHost) -> None:
         # tini (PID 1, run with -g) forwards SIGINT to the kernel's process group.

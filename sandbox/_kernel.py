@@ -24,6 +24,26 @@ __all__ = ["Collector", "KernelClient", "OutputSink", "Turn"]
 
 OutputSink = Callable[[Output], None]
 _POLL = 0.5  # seconds between liveness checks while the kernel is busy
+# Run silently in every fresh kernel. ipykernel 7 stamps a thread's output with the parent header
+# of whatever cell runs when it writes, so a thread left printing would leak into later calls. Each
+# thread instead keeps the header of the cell that started it, and `follow` drops what is not ours.
+_ATTRIBUTE_THREADS = """
+def _codeinterp_attribute_threads():
+    import sys, threading
+    start = threading.Thread.start
+    def start_in_cell(self, *args, **kwargs):
+        streams = [(s, s.parent_header) for s in (sys.stdout, sys.stderr) if hasattr(s, "set_thread_parent")]
+        run = self.run
+        def run_in_cell():
+            for stream, parent in streams:
+                stream.set_thread_parent(parent)
+            run()
+        self.run = run_in_cell
+        return start(self, *args, **kwargs)
+    threading.Thread.start = start_in_cell
+_codeinterp_attribute_threads()
+del _codeinterp_attribute_threads
+"""
 
 
 @dataclass
@@ -153,6 +173,7 @@ class KernelClient:
                 # is ready only once iopub delivers (the status of a kernel_info request).
                 await self._client.get_iopub_msg(timeout=0.2)
                 await self._drain_iopub()
+                self._client.execute(_ATTRIBUTE_THREADS, silent=True, store_history=False)
                 return
             except queue.Empty:
                 pass

@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ..calls import CallRun
 from .context import Services
 
-__all__ = ["respond"]
+__all__ = ["CALL_RESPONSES", "respond"]
+
+# A call answers JSON, or Server-Sent Events when the request says "stream": true; both are documented.
+CALL_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The finished call, or (with stream) its deltas as Server-Sent Events",
+    "content": {"application/json": {"schema": {"type": "object"}},
+                "text/event-stream": {}}}}  # events carry JSON of several shapes, then [DONE]
 
 
 def _event(name: str, data: Any) -> str:

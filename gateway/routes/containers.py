@@ -19,7 +19,7 @@ from ..schemas import (
     container_object,
     list_object,
 )
-from .calling import respond
+from .calling import CALL_RESPONSES, respond
 from .context import Order, Services, owner_of
 from .files import content_headers
 
@@ -133,7 +133,8 @@ async def delete_container_file(request: Request, owner: Owner, container_id: st
     return {"id": file_id, "object": "container.file.deleted", "deleted": True}
 
 
-@router.post("/{container_id}/calls", summary="Run code in a container", response_model=None)
+@router.post("/{container_id}/calls", summary="Run code in a container", response_model=None,
+             responses=CALL_RESPONSES)
 async def create_call(request: Request, owner: Owner, container_id: str, body: CallRequest) -> Response:
     services = _services(request)
     record = await services.containers.get(owner, container_id)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from ..errors import BadRequest, NotFound
 from ..notebook import MEDIA_TYPE, cells_from_history, notebook
 from ..schemas import THREAD_ID, AnnotateRequest, CallRequest, container_object
-from .calling import respond
+from .calling import CALL_RESPONSES, respond
 from .context import Services, owner_of
 
 __all__ = ["router"]
@@ -24,7 +24,8 @@ def _services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
-@router.post("/calls", summary="Run code in the thread's sandbox, creating it on first use", response_model=None)
+@router.post("/calls", summary="Run code in the thread's sandbox, creating it on first use", response_model=None,
+             responses=CALL_RESPONSES)
 async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body: CallRequest) -> Response:
     services = _services(request)
     if not body.input.strip():  # refuse before the thread's sandbox is created, not after

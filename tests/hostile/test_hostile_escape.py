@@ -1,0 +1,228 @@
+"""Escape and leaks, over HTTP against a live server: privileges, secrets, and /mnt/data entries made
+by the code (symlinks, hardlinks, FIFOs, devices, races, prepared names, shadowing modules)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import call, logs_of, new_container
+
+from tests.gateway.gateway_support import ServerFactory, ServerProcess
+
+pytestmark = [pytest.mark.docker, pytest.mark.hostile]
+
+SECRET_KEY = "sk-hostile-secret-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def server(module_servers: ServerFactory) -> ServerProcess:
+    return module_servers(env={"CODEINTERP_API_KEYS": SECRET_KEY})
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=120, headers={"Authorization": f"Bearer {SECRET_KEY}"}) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def box(http: httpx.Client) -> str:
+    return new_container(http)
+
+
+def test_no_network_at_all(http: httpx.Client, server: ServerProcess) -> None:
+    code = f"""
+import socket
+def attempt(fn):
+    try:
+        fn()
+        return 'OPEN'
+    except OSError as exc:
+        return type(exc).__name__
+def tcp(host, port):
+    s = socket.socket(); s.settimeout(3); s.connect((host, port))
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('8.8.8.8', 53))
+print('tcp-out', attempt(lambda: tcp('1.1.1.1', 443)))
+print('udp-out', attempt(udp))
+print('dns', attempt(lambda: socket.getaddrinfo('example.com', 80)))
+print('docker-host', attempt(lambda: tcp('172.17.0.1', {server.port})))
+print('gateway', attempt(lambda: tcp('127.0.0.1', {server.port})))
+print('neighbour', attempt(lambda: tcp('172.17.0.2', 22)))
+print('ifaces', sorted(n for _, n in socket.if_nameindex()))
+"""
+    out = logs_of(call(http, box_id := new_container(http), code))
+    http.delete(f"/v1/containers/{box_id}")
+    assert "OPEN" not in out, out
+    assert "ifaces ['lo']" in out, out
+
+
+def test_no_capabilities_and_privileged_operations_fail(http: httpx.Client, box: str) -> None:
+    code = r"""
+import ctypes, os, subprocess
+status = open('/proc/self/status').read().splitlines()
+print('capeff', [l.split()[1] for l in status if l.startswith('CapEff')][0])
+print('nonewprivs', [l.split()[1] for l in status if l.startswith('NoNewPrivs')][0])
+libc = ctypes.CDLL(None, use_errno=True)
+print('unshare', libc.unshare(0x10000000 | 0x00020000))  # CLONE_NEWUSER | CLONE_NEWNS
+print('mount', libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))
+try:
+    os.mknod('/mnt/data/null', 0o20666, os.makedev(1, 3))
+    print('mknod ok')
+except PermissionError:
+    print('mknod EPERM')
+su = subprocess.run(['su', '-c', 'id -u'], capture_output=True, text=True, input='', timeout=10)
+print('su', su.returncode, su.stdout.strip() or '-')
+print('uid', os.getuid(), os.geteuid())
+"""
+    out = logs_of(call(http, box, code))
+    assert "capeff 0000000000000000" in out and "nonewprivs 1" in out, out
+    assert "unshare -1" in out and "mount -1" in out, out
+    assert "mknod EPERM" in out and "uid 1000 1000" in out, out
+    assert "su 1 -" in out, out  # setuid binaries run, but never as root (no-new-privileges)
+
+
+def test_ptrace_reaches_only_the_sandbox_s_own_processes(http: httpx.Client, box: str) -> None:
+    code = r"""
+import os
+pids = [p for p in os.listdir('/proc') if p.isdigit()]
+print('uids', sorted({os.stat(f'/proc/{p}').st_uid for p in pids}), 'pid1', open('/proc/1/cmdline').read()[:13])
+"""
+    out = logs_of(call(http, box, code))
+    assert "uids [1000] pid1 /usr/bin/tini" in out, out  # its own PID namespace: nothing else to attach to
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: Docker's default seccomp profile allows ptrace of a same-uid "
+                   "process in the same container; a custom profile would close it (see SECURITY.md)")
+def test_ptrace_fails(http: httpx.Client, box: str) -> None:
+    out = logs_of(call(http, box, "import ctypes\nprint('ptrace', ctypes.CDLL(None).ptrace(16, 1, None, None))"))
+    assert "ptrace -1" in out, out
+
+
+def test_no_gateway_secret_reaches_the_sandbox(http: httpx.Client, box: str) -> None:
+    code = r"""
+import os
+found = []
+for root in ('/etc', '/home', '/tmp', '/mnt', '/run', '/opt/codeinterp', '/var'):
+    for dirpath, dirs, files in os.walk(root):
+        for name in files:
+            try:
+                with open(os.path.join(dirpath, name), 'rb') as f:
+                    if SECRET in f.read(1 << 20):
+                        found.append(os.path.join(dirpath, name))
+            except OSError:
+                pass
+env1 = open('/proc/1/environ', 'rb').read()
+print('env', SECRET.decode() in str(os.environ), 'pid1', SECRET in env1, 'files', found)
+print('codeinterp-vars', sorted(k for k in os.environ if 'CODEINTERP' in k or 'KEY' in k))
+print('docker.sock', [p for p in ('/var/run/docker.sock', '/run/docker.sock') if os.path.exists(p)])
+print('kernel-dir', sorted(os.listdir('/run/kernel')))
+print('work-root', os.path.exists('/tmp/codeinterp'))
+""".replace("SECRET", repr(SECRET_KEY.encode()), 1).replace("SECRET", "S")
+    code = f"S = {SECRET_KEY.encode()!r}\n" + code.replace(repr(SECRET_KEY.encode()), "S")
+    out = logs_of(call(http, box, code))
+    assert "env False pid1 False files []" in out, out
+    assert "codeinterp-vars []" in out and "docker.sock []" in out and "work-root False" in out, out
+    # Only this sandbox's own connection file and sockets: no other sandbox's ipc endpoints.
+    assert "kernel-dir ['connection.json', 'k-1', 'k-2', 'k-3', 'k-4', 'k-5']" in out, out
+
+
+def _files(http: httpx.Client, box: str) -> list[dict[str, object]]:
+    listed = http.get(f"/v1/containers/{box}/files", params={"limit": 100})
+    assert listed.status_code == 200, listed.text
+    return list(listed.json()["data"])
+
+
+def test_links_fifos_and_devices_never_lead_the_gateway_outside(http: httpx.Client, box: str, bait: Path) -> None:
+    secret = bait.read_text()
+    code = f"""
+import os
+os.symlink({str(bait)!r}, '/mnt/data/bait.txt')
+os.symlink('/etc/passwd', '/mnt/data/passwd.txt')
+os.symlink('/', '/mnt/data/root')
+os.symlink('/etc', '/mnt/data/etc')
+os.symlink({str(bait.parent)!r}, '/mnt/data/hostdir')
+os.mkfifo('/mnt/data/pipe.txt')
+open('/mnt/data/real.txt', 'w').write('real')
+os.link('/mnt/data/real.txt', '/mnt/data/hard.txt')
+try:
+    os.link('/etc/hostname', '/mnt/data/cross.txt')
+except OSError as exc:
+    print('cross-device link refused', exc.errno)
+"""
+    result = call(http, box, code)
+    assert result["status"] == "completed", result
+    assert "cross-device link refused 18" in logs_of(result)
+    assert sorted(f["path"] for f in result["files"]) == ["/mnt/data/hard.txt", "/mnt/data/real.txt"]  # type: ignore[union-attr,index]
+    listed = _files(http, box)
+    assert {f["path"] for f in listed} == {"/mnt/data/hard.txt", "/mnt/data/real.txt"}, listed
+    for f in listed:
+        content = http.get(f"/v1/containers/{box}/files/{f['id']}/content")
+        assert content.status_code == 200 and content.content == b"real"
+    for f in result["files"]:  # type: ignore[union-attr]
+        assert http.get(f"/v1/files/{f['file_id']}/content").content == b"real"  # type: ignore[index]
+    deleted = http.delete(f"/v1/containers/{box}/files/{listed[0]['id']}")
+    assert deleted.status_code == 200
+    assert bait.read_text() == secret  # the host file is untouched
+    after = logs_of(call(http, box, "import os\nprint(sorted(os.listdir('/mnt/data')))"))
+    assert "bait.txt" in after and "pipe.txt" in after  # the gateway removed nothing it did not list
+
+
+def test_swapping_a_file_for_a_symlink_in_a_loop_never_yields_host_content(http: httpx.Client, bait: Path) -> None:
+    box = new_container(http)
+    secret = bait.read_text().encode()
+    call(http, box, f"""
+import os, threading
+def swap():
+    while True:
+        try:
+            with open('/mnt/data/race.tmp', 'w') as f:
+                f.write('plain')
+            os.replace('/mnt/data/race.tmp', '/mnt/data/race.txt')
+            os.symlink({str(bait)!r}, '/mnt/data/race.lnk')
+            os.replace('/mnt/data/race.lnk', '/mnt/data/race.txt')
+        except OSError:
+            pass
+threading.Thread(target=swap, daemon=True).start()
+""")
+    served = 0
+    for _ in range(40):
+        for f in _files(http, box):
+            content = http.get(f"/v1/containers/{box}/files/{f['id']}/content")
+            assert secret not in content.content
+            served += content.status_code == 200
+    result = call(http, box, "import time\ntime.sleep(0.2)\nopen('/mnt/data/other.txt', 'w').write('x')")
+    for f in result["files"]:  # type: ignore[union-attr]
+        assert secret not in http.get(f"/v1/files/{f['file_id']}/content").content  # type: ignore[index]
+    http.delete(f"/v1/containers/{box}")
+    assert served > 0  # the race was real: some reads did see the plain file
+
+
+def test_an_upload_never_writes_through_a_prepared_name(http: httpx.Client, box: str, bait: Path) -> None:
+    secret = bait.read_text()
+    call(http, box, f"import os\nos.symlink({str(bait)!r}, '/mnt/data/data.csv')\nos.mkdir('/mnt/data/dir.csv')")
+    for name in ("data.csv", "dir.csv"):
+        up = http.post(f"/v1/containers/{box}/files", files={"file": (name, b"a,b\n1,2\n", "text/csv")})
+        assert up.status_code == 200, up.text
+        assert up.json()["path"] == f"/mnt/data/{name[:-4]}-1.csv"
+    assert bait.read_text() == secret
+    out = logs_of(call(http, box, "import os\nprint(os.path.islink('/mnt/data/data.csv'), "
+                                  "os.listdir('/mnt/data/dir.csv'))"))
+    assert out == "True []\n", out
+
+
+def test_dropped_modules_cannot_shadow_the_standard_library_after_a_restart(http: httpx.Client) -> None:
+    box = new_container(http)
+    plant = "raise SystemExit('SHADOWED')\n"
+    call(http, box, "import os\nfor d in ('/mnt/data', os.path.expanduser('~'), os.getcwd()):\n"
+                    "    for m in ('json', 'os', 'ipykernel_launcher', 'sitecustomize', 'usercustomize'):\n"
+                    f"        open(os.path.join(d, m + '.py'), 'w').write({plant!r})\n"
+                    "open('/mnt/data/x.pth', 'w').write('import json\\n')")
+    died = call(http, box, "import os\nos._exit(1)")
+    assert died["error"]["code"] == "kernel_died", died  # type: ignore[index]
+    out = logs_of(call(http, box, "import json, os\nprint(json.__file__)\nprint(os.__file__)"))
+    assert out == "/usr/lib/python3.11/json/__init__.py\n/usr/lib/python3.11/os.py\n", out
+    http.delete(f"/v1/containers/{box}")
