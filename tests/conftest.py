@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from sandbox import Backend, DockerBackend, DockerConfig, LocalBackend, Session
+from sandbox._volume import release_workdir
 
 RUN_LABEL = "codeinterp.test-run"
 
@@ -86,7 +86,7 @@ def _reap_test_containers(run_id: str) -> Iterator[None]:
             for mount in container.get("Mounts") or []:  # the session's data and socket dirs
                 source = Path(mount.get("Source", ""))
                 if mount.get("Destination") == "/mnt/data" and source.parent.parent == work_root:
-                    shutil.rmtree(source.parent, ignore_errors=True)
+                    release_workdir(source.parent)  # unmounts the quota image first
         remaining = client.api.containers(all=True, filters={"label": label})
     finally:
         client.close()
