@@ -27,7 +27,7 @@ _POLL = 0.5  # seconds between liveness checks while the kernel is busy
 # Run silently in every fresh kernel. ipykernel 7 stamps a thread's output with the parent header
 # of whatever cell runs when it writes, so a thread left printing would leak into later calls. Each
 # thread instead keeps the header of the cell that started it, and `follow` drops what is not ours.
-_ATTRIBUTE_THREADS = """
+_KERNEL_SETUP = """
 def _codeinterp_attribute_threads():
     import sys, threading
     start = threading.Thread.start
@@ -43,6 +43,50 @@ def _codeinterp_attribute_threads():
     threading.Thread.start = start_in_cell
 _codeinterp_attribute_threads()
 del _codeinterp_attribute_threads
+
+# Child processes inherit fds 1 and 2, whose output ipykernel stamps with the running cell: a
+# background child would print into later calls. Each cell gets fresh pipes on fds 1 and 2, read by
+# threads started in that cell (so stamped with it); a child keeps its own cell's pipe. At the end
+# of a cell what its pipes hold is forwarded before the kernel reports idle.
+def _codeinterp_cell_pipes():
+    import codecs, fcntl, os, sys, termios, threading, time
+    from IPython import get_ipython
+    current = {}
+    def pump(fd_read, stream, state):
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        while True:
+            try:
+                data = os.read(fd_read, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                os.close(fd_read)
+                return
+            state["busy"] = True
+            stream.write(decoder.decode(data))
+            state["busy"] = False
+    def fresh_pipes(*_):
+        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            current[fd] = state = {"busy": False, "r": r}
+            threading.Thread(target=pump, args=(r, stream, state), daemon=True).start()
+    def drain(*_):
+        deadline = time.monotonic() + 1.0
+        for state in current.values():
+            while time.monotonic() < deadline:
+                try:
+                    pending = int.from_bytes(fcntl.ioctl(state["r"], termios.FIONREAD, bytes(4)), "little")
+                except OSError:
+                    pending = 0
+                if not pending and not state["busy"]:
+                    break
+                time.sleep(0.002)
+    get_ipython().events.register("pre_run_cell", fresh_pipes)
+    get_ipython().events.register("post_run_cell", drain)
+_codeinterp_cell_pipes()
+del _codeinterp_cell_pipes
 """
 
 
@@ -173,7 +217,7 @@ class KernelClient:
                 # is ready only once iopub delivers (the status of a kernel_info request).
                 await self._client.get_iopub_msg(timeout=0.2)
                 await self._drain_iopub()
-                self._client.execute(_ATTRIBUTE_THREADS, silent=True, store_history=False)
+                self._client.execute(_KERNEL_SETUP, silent=True, store_history=False)
                 return
             except queue.Empty:
                 pass

@@ -172,8 +172,6 @@ async def test_background_thread_output_never_reaches_a_later_execution(make_ses
         assert later.stdout == "mine\n", later.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: output a child process writes to the inherited stdout fd "
-                   "is captured by ipykernel's fd watcher and stamped with the running cell; see SECURITY.md")
 async def test_background_process_output_never_reaches_a_later_execution(make_session):
     session = await make_session()
     await session.execute("import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', "

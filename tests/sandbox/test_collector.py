@@ -137,3 +137,10 @@ def test_logs_are_streams_result_text_traceback_and_notices_in_order():
 
 def test_error_text_without_traceback_is_name_and_value():
     assert ExecutionError(name="KeyError", value="'k'").text == "KeyError: 'k'"
+
+
+def test_the_kernel_setup_code_compiles():
+    # It runs silently in every new kernel, where a syntax error would pass unnoticed.
+    from sandbox._kernel import _KERNEL_SETUP
+
+    compile(_KERNEL_SETUP, "<codeinterp setup>", "exec")
