@@ -20,8 +20,9 @@ from docker.types import Ulimit
 
 from ._backend import KernelHost, MountedFiles, SessionSpec, connection_file, parse_size, socket_paths
 from ._datadir import DataDir
-from ._errors import BackendUnavailable, ImageNotFound, KernelStartError, SandboxError
+from ._errors import BackendUnavailable, ConfigError, ImageNotFound, KernelStartError, SandboxError
 from ._results import FileInfo, KernelExit
+from ._seccomp import profile_json
 from ._volume import make_data_dir, release_workdir
 
 __all__ = ["LABEL", "DockerBackend", "DockerConfig"]
@@ -43,6 +44,7 @@ class DockerConfig:
     labels: Mapping[str, str] = field(default_factory=dict)  # added to every container
     env: Mapping[str, str] = field(default_factory=dict)  # added to every kernel's environment
     runtime: str | None = None  # e.g. "runsc" for gVisor
+    seccomp: str = "codeinterp"  # "codeinterp" (ours: Docker's lacks ptrace), "docker" (its default)
     # /mnt/data as a loop-mounted image of Limits.data_size: "auto" (when this host allows it, else a
     # plain directory and a warning), "loop" (required: a session fails to start without it) or "off".
     data_quota: str = "auto"
@@ -113,6 +115,14 @@ class DockerBackend(MountedFiles):
                 self._client = docker.from_env(timeout=30)
         return self._client
 
+    def _security_opt(self) -> list[str]:
+        options = ["no-new-privileges"]
+        if self.config.seccomp == "codeinterp":
+            options.append(f"seccomp={profile_json()}")
+        elif self.config.seccomp != "docker":
+            raise ConfigError(f"seccomp must be 'codeinterp' or 'docker', not {self.config.seccomp!r}")
+        return options
+
     async def ping(self) -> bool:
         try:
             return bool(await self._call(lambda: self._docker().ping()))
@@ -163,7 +173,7 @@ class DockerBackend(MountedFiles):
             environment=kernel_environment(spec, self.config.env),
             working_dir=_HOME,
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=self._security_opt(),
             pids_limit=limits.pids,
             mem_limit=memory,
             memswap_limit=memory,

@@ -95,8 +95,6 @@ print('uids', sorted({os.stat(f'/proc/{p}').st_uid for p in pids}), 'pid1', open
     assert "uids [1000] pid1 /usr/bin/tini" in out, out  # its own PID namespace: nothing else to attach to
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: Docker's default seccomp profile allows ptrace of a same-uid "
-                   "process in the same container; a custom profile would close it (see SECURITY.md)")
 def test_ptrace_fails(http: httpx.Client, box: str) -> None:
     out = logs_of(call(http, box, "import ctypes\nprint('ptrace', ctypes.CDLL(None).ptrace(16, 1, None, None))"))
     assert "ptrace -1" in out, out
