@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -186,8 +187,15 @@ class DockerBackend(MountedFiles):
         )
         if self.config.runtime:
             run_args["runtime"] = self.config.runtime
+        creating = asyncio.ensure_future(self._call(lambda: self._docker().containers.run(**run_args)))
         try:
-            container: Container = await self._call(lambda: self._docker().containers.run(**run_args))
+            container: Container = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # Docker goes on creating it in its thread: wait for that, then remove it, or it leaks.
+            with contextlib.suppress(Exception):
+                await self.remove_container((await creating).id or "")
+            await asyncio.to_thread(release_workdir, root)
+            raise
         except BaseException:
             await asyncio.to_thread(release_workdir, root)
             raise

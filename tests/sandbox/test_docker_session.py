@@ -15,6 +15,7 @@ from sandbox import (
     Limits,
     Notice,
     Outcome,
+    Session,
     SessionClosed,
     UnsafeFile,
 )
@@ -323,3 +324,26 @@ async def test_closed_session_refuses_work(make_session):
         await session.execute("1")
     with pytest.raises(SessionClosed):
         await session.list_files()
+
+
+@pytest.mark.parametrize("delay", [0.01, 0.1, 0.3])
+async def test_a_start_cancelled_midway_leaves_no_container(docker_backend, run_id, delay):
+    import docker
+
+    session_id = f"cancelled-start-{delay}"
+    starting = asyncio.ensure_future(Session.start(docker_backend, session_id))
+    await asyncio.sleep(delay)
+    starting.cancel()
+    try:
+        session = await starting
+    except asyncio.CancelledError:
+        pass
+    else:
+        await session.close()  # it won the race: finished before the cancel
+    client = docker.from_env()
+    try:
+        left = client.containers.list(all=True, filters={"label": [f"codeinterp.test-run={run_id}",
+                                                                   f"codeinterp.session={session_id}"]})
+    finally:
+        client.close()
+    assert left == []
