@@ -278,22 +278,11 @@ class ContainerService:
 
     async def list_files(self, record: ContainerRecord) -> list[ContainerFileRecord]:
         """What is in /mnt/data now; files the code wrote are recorded as source "assistant"."""
-        rows = await self.store.container_files(record.id)
         session = self._live.get(record.id)
         if session is None:
-            return rows  # expired: what was kept
-        by_path = {row.path: row for row in rows}
-        current = {info.sandbox_path: info for info in await session.list_files()}
-        result: list[ContainerFileRecord] = []
-        for path, info in current.items():
-            row = by_path.get(path)
-            if row is None or row.bytes != info.size:
-                row = await self.store.upsert_container_file(ContainerFileRecord(
-                    id=row.id if row else new_id("cfile_"), container_id=record.id, path=path, bytes=info.size,
-                    source=row.source if row else "assistant", file_id=None, sha256=None,
-                    created_at=row.created_at if row else int(time.time())))
-            result.append(row)
-        await self.store.delete_container_files([r.id for r in rows if r.path not in current])
+            return await self.store.container_files(record.id)  # expired: what was kept
+        current = {info.sandbox_path: info.size for info in await session.list_files()}
+        result = await self.store.sync_container_files(record.id, current)
         return sorted(result, key=lambda r: (r.created_at, r.path))
 
     async def get_file(self, record: ContainerRecord, cfile_id: str) -> ContainerFileRecord:

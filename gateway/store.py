@@ -264,6 +264,31 @@ class Store:
             await conn.execute(update(container_files).where(container_files.c.id == existing.id).values(**values))
         return ContainerFileRecord(**{**record.__dict__, "id": existing.id, "created_at": existing.created_at})
 
+    async def sync_container_files(self, container_id: str, sizes: dict[str, int]) -> list[ContainerFileRecord]:
+        """Make the rows match what is in /mnt/data now (path to size), in one transaction.
+
+        New paths are files the code wrote (source "assistant"); a changed size forgets the stored copy.
+        """
+        now = int(time.time())
+        async with self.engine.begin() as conn:
+            rows = {r.path: r for r in (await conn.execute(select(container_files).where(
+                container_files.c.container_id == container_id))).fetchall()}
+            new = [dict(id=new_id("cfile_"), container_id=container_id, path=path, bytes=size, source="assistant",
+                        file_id=None, sha256=None, created_at=now)
+                   for path, size in sizes.items() if path not in rows]
+            if new:
+                await conn.execute(insert(container_files), new)
+            for path, row in rows.items():
+                if path in sizes and row.bytes != sizes[path]:
+                    await conn.execute(update(container_files).where(container_files.c.id == row.id)
+                                       .values(bytes=sizes[path], file_id=None, sha256=None))
+            gone = [row.id for path, row in rows.items() if path not in sizes]
+            if gone:
+                await conn.execute(sql_delete(container_files).where(container_files.c.id.in_(gone)))
+            result = (await conn.execute(select(container_files).where(
+                container_files.c.container_id == container_id))).fetchall()
+        return [_record(ContainerFileRecord, r) for r in result]
+
     async def container_files(self, container_id: str) -> list[ContainerFileRecord]:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(container_files).where(
