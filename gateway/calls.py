@@ -115,16 +115,23 @@ class CallService:
                        timeout: float) -> dict[str, Any]:
         started = time.monotonic()
         raw: asyncio.Queue[sandbox.Output] = asyncio.Queue()
+        execution = asyncio.ensure_future(
+            session.execute(run.code, timeout=timeout, on_output=raw.put_nowait, stop=run.stop))
         try:
-            execution = asyncio.ensure_future(
-                session.execute(run.code, timeout=timeout, on_output=raw.put_nowait, stop=run.stop))
-            while not execution.done() or not raw.empty():
-                getter = asyncio.ensure_future(raw.get())
-                await asyncio.wait({getter, execution}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    await self._consume(owner, run, getter.result())
-                else:
-                    getter.cancel()
+            try:
+                while not execution.done() or not raw.empty():
+                    getter = asyncio.ensure_future(raw.get())
+                    try:
+                        await asyncio.wait({getter, execution}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        getter.cancel()
+                    if getter.done() and not getter.cancelled():
+                        await self._consume(owner, run, getter.result())
+            finally:
+                # If consuming failed or we were cancelled, the code must not run on detached:
+                # cancelling the execution interrupts the kernel (Session.execute sets its stop).
+                if not execution.done():
+                    execution.cancel()
             result = execution.result()
             files = await self._collect(owner, record, session, result.files)
             code, message = _error_of(result)

@@ -11,7 +11,8 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -51,7 +52,8 @@ class ContainerService:
         # Weak: a thread's lock lives while a request holds or waits on it, not for ever.
         self._thread_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = \
             weakref.WeakValueDictionary()
-        self._starting = 0
+        self._starting = 0  # slots held by sandboxes being started or set up, not yet in _live
+        self._expiring: dict[str, asyncio.Event] = {}  # set once a container's files are saved
         self._room = asyncio.Lock()
         self.pool = WarmPool(self._start_pooled, defaults.pool_size, pause=defaults.pool_pause,
                              may_start=lambda: self.in_use < defaults.max_sandboxes)
@@ -71,8 +73,12 @@ class ContainerService:
                                            labels={**self.defaults.labels, "codeinterp.pooled": "1"})
 
     async def _new_session(self, container_id: str, memory_limit: str) -> sandbox.Session:
-        """A pooled sandbox when one fits, else a new one once there is room; 429 when there is none."""
+        """A pooled sandbox when one fits, else a new one once there is room; 429 when there is none.
+
+        The session holds a slot (counted in ``_starting``) until ``_adopt`` or ``_abandon``.
+        """
         if memory_limit == self.defaults.limits.memory and (pooled := self.pool.take()) is not None:
+            self._starting += 1
             return pooled
         deadline = time.monotonic() + self.defaults.capacity_wait
         while True:
@@ -90,8 +96,23 @@ class ContainerService:
             return await sandbox.Session.start(
                 self.backend, container_id, limits=replace(self.defaults.limits, memory=memory_limit),
                 labels={**self.defaults.labels, "codeinterp.container": container_id})
-        finally:
+        except BaseException:
             self._starting -= 1
+            raise
+
+    def _adopt(self, container_id: str, session: sandbox.Session) -> None:
+        self._live[container_id] = session
+        self._starting -= 1
+
+    async def _abandon(self, session: sandbox.Session) -> None:
+        self._starting -= 1
+        await session.close()
+
+    async def _settled(self, container_id: str) -> None:
+        """Wait until an expiry under way has saved the container's files."""
+        expiring = self._expiring.get(container_id)
+        if expiring is not None:
+            await expiring.wait()
 
     async def _evict_one(self) -> bool:
         """Expire the least recently used idle sandbox, files kept. True if one was."""
@@ -118,10 +139,14 @@ class ContainerService:
         else:
             self._leases.pop(container_id, None)
 
-    def session_of(self, record: ContainerRecord) -> sandbox.Session:
+    @asynccontextmanager
+    async def leased(self, record: ContainerRecord) -> AsyncIterator[sandbox.Session]:
+        """The live session for one operation; it cannot expire or be evicted meanwhile."""
         session = self.lease(record)
-        self.release(record.id)
-        return session
+        try:
+            yield session
+        finally:
+            self.release(record.id)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -137,14 +162,19 @@ class ContainerService:
         record = ContainerRecord(id=container_id, owner=owner, name=name, thread_id=thread_id, status="running",
                                  created_at=int(now), last_active_at=now, expires_minutes=expires_minutes,
                                  memory_limit=memory_limit, docker_id=session.host.name)
+        added = False
         try:
             await self.store.add_container(record)
+            added = True
+            for file_record in stored:
+                await self._place(container_id, session, file_record)
         except BaseException:
-            await session.close()
+            # The caller never learns this container's id: it must not outlive the request.
+            await self._abandon(session)
+            if added:
+                await self.store.update_container(container_id, status="deleted", thread_id=None)
             raise
-        self._live[container_id] = session
-        for file_record in stored:
-            await self._place(container_id, session, file_record.id, file_record.filename)
+        self._adopt(container_id, session)
         log.info("container created", extra={"container_id": container_id, "files": len(stored)})
         return record
 
@@ -171,6 +201,7 @@ class ContainerService:
 
     async def delete(self, owner: str, container_id: str) -> None:
         record = await self.get(owner, container_id)
+        await self._settled(record.id)
         session = self._live.pop(record.id, None)
         if session is not None:
             await session.close()
@@ -195,13 +226,14 @@ class ContainerService:
 
     async def _restore(self, record: ContainerRecord) -> ContainerRecord:
         """A new sandbox for an expired record, with the files it had in /mnt/data."""
+        await self._settled(record.id)  # its files may still be on their way into the store
         session = await self._new_session(record.id, record.memory_limit)
         try:
             await restore_files(self.store, self.files, record, session)
         except BaseException:
-            await session.close()
+            await self._abandon(session)
             raise
-        self._live[record.id] = session
+        self._adopt(record.id, session)
         now = time.time()
         await self.store.update_container(record.id, status="running", docker_id=session.host.name,
                                           last_active_at=now)
@@ -214,13 +246,19 @@ class ContainerService:
         if session is None or (self._leases.get(container_id) and not force):
             return False
         del self._live[container_id]  # before any await: no new lease can take it now
-        record = await self.store.container_by_id(container_id)
+        saved = self._expiring[container_id] = asyncio.Event()
         try:
-            if record is not None:
-                await self.save(record, session)
+            try:
+                record = await self.store.container_by_id(container_id)
+                if record is not None:
+                    await self.save(record, session)
+            finally:
+                await session.close()
         finally:
-            await session.close()
-            await self.store.update_container(container_id, status="expired")
+            # Only a running record expires: a delete meanwhile stays deleted.
+            await self.store.update_container(container_id, status="expired", only_if="running")
+            del self._expiring[container_id]
+            saved.set()
         log.info("container expired", extra={"container_id": container_id, "reason": reason})
         return True
 
@@ -247,23 +285,23 @@ class ContainerService:
 
     # -- files in /mnt/data ----------------------------------------------------------
 
-    async def _place(self, container_id: str, session: sandbox.Session, file_id: str,
-                     filename: str) -> ContainerFileRecord:
-        with open(self.files.blobs.path(file_id), "rb") as handle:
-            info = await session.write_file(filename, handle)
+    async def _place(self, container_id: str, session: sandbox.Session, stored: FileRecord) -> ContainerFileRecord:
+        with open(self.files.content_path(stored), "rb") as handle:
+            info = await session.write_file(stored.filename, handle)
         return await self.store.upsert_container_file(ContainerFileRecord(
             id=new_id("cfile_"), container_id=container_id, path=info.sandbox_path, bytes=info.size,
-            source="user", file_id=file_id, sha256=info.sha256, created_at=int(time.time())))
+            source="user", file_id=stored.id, sha256=info.sha256, created_at=int(time.time())))
 
     async def add_stored_file(self, owner: str, record: ContainerRecord, file_id: str) -> ContainerFileRecord:
         stored = await self.files.get(owner, file_id)
-        return await self._place(record.id, self.session_of(record), stored.id, stored.filename)
+        async with self.leased(record) as session:
+            return await self._place(record.id, session, stored)
 
     async def add_upload(self, owner: str, record: ContainerRecord, filename: str,
                          source: BinaryIO) -> ContainerFileRecord:
-        session = self.session_of(record)
-        stored = await self.files.store_file(owner, filename, "user_data", source)
-        return await self._place(record.id, session, stored.id, stored.filename)
+        async with self.leased(record) as session:
+            stored = await self.files.store_file(owner, filename, "user_data", source)
+            return await self._place(record.id, session, stored)
 
     async def place_missing(self, owner: str, record: ContainerRecord, session: sandbox.Session,
                             file_ids: Sequence[str]) -> None:
@@ -274,15 +312,15 @@ class ContainerService:
         present = {row.file_id for row in await self.store.container_files(record.id) if row.source == "user"}
         for file_record in stored:
             if file_record.id not in present:
-                await self._place(record.id, session, file_record.id, file_record.filename)
+                await self._place(record.id, session, file_record)
 
     async def list_files(self, record: ContainerRecord) -> list[ContainerFileRecord]:
         """What is in /mnt/data now; files the code wrote are recorded as source "assistant"."""
-        session = self._live.get(record.id)
-        if session is None:
+        if record.id not in self._live:
             return await self.store.container_files(record.id)  # expired: what was kept
-        current = {info.sandbox_path: info.size for info in await session.list_files()}
-        result = await self.store.sync_container_files(record.id, current)
+        async with self.leased(record) as session:
+            current = {info.sandbox_path: info.size for info in await session.list_files()}
+            result = await self.store.sync_container_files(record.id, current)
         return sorted(result, key=lambda r: (r.created_at, r.path))
 
     async def get_file(self, record: ContainerRecord, cfile_id: str) -> ContainerFileRecord:
@@ -293,15 +331,16 @@ class ContainerService:
 
     async def export(self, record: ContainerRecord, row: ContainerFileRecord) -> tuple[Path, bool]:
         """A host path with the file's bytes, and whether it is a scratch copy to delete after use."""
-        session = self._live.get(record.id)
-        if session is not None:
+        if record.id in self._live:
             tmp = self.files.blobs.scratch()
-            await session.export_file(row.path, tmp)
+            async with self.leased(record) as session:
+                await session.export_file(row.path, tmp)
             return tmp, True
         if row.file_id is not None:
             return self.files.blobs.path(row.file_id), False
         raise NotFound(f"The content of {row.id} was not kept.", param="file_id")
 
     async def delete_file(self, record: ContainerRecord, row: ContainerFileRecord) -> None:
-        await self.session_of(record).delete_file(row.path)
+        async with self.leased(record) as session:
+            await session.delete_file(row.path)
         await self.store.delete_container_files([row.id])

@@ -241,9 +241,11 @@ class Store:
         where = [containers.c.owner == owner, containers.c.status != "deleted", containers.c.thread_id.is_(None)]
         return await self._page(containers, where, limit=limit, order=order, after=after, cls=ContainerRecord)
 
-    async def update_container(self, container_id: str, **values: Any) -> None:
+    async def update_container(self, container_id: str, *, only_if: str | None = None, **values: Any) -> None:
+        """Update one container; with ``only_if``, only while its status is that one."""
+        where = [containers.c.id == container_id] + ([containers.c.status == only_if] if only_if else [])
         async with self.engine.begin() as conn:
-            await conn.execute(update(containers).where(containers.c.id == container_id).values(**values))
+            await conn.execute(update(containers).where(*where).values(**values))
 
     async def containers_with_status(self, status: str) -> list[ContainerRecord]:
         async with self.engine.connect() as conn:
