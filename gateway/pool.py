@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -55,8 +56,8 @@ class WarmPool:
                 self.starting += 1
                 try:
                     self._ready.append(await self._start())
-                except sandbox.SandboxError as exc:
-                    log.warning("warm pool start failed", extra={"error": str(exc)})
+                except Exception:  # the refill must outlive any one failed start
+                    log.exception("warm pool start failed")
                     await self._idle(5)  # the engine or image is unwell: do not spin
                 finally:
                     self.starting -= 1
@@ -84,7 +85,8 @@ class WarmPool:
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            await self._task
+            with contextlib.suppress(Exception):  # a failure here must not stop the shutdown's saving
+                await self._task
             self._task = None
         while self._ready:
             await self._ready.pop().close()

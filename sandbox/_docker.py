@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.models.containers import Container
 from docker.types import Ulimit
 
@@ -95,7 +96,7 @@ class DockerBackend(MountedFiles):
             raise SandboxError(f"container vanished: {exc.explanation}") from exc
         except docker.errors.APIError as exc:
             raise SandboxError(f"Docker refused: {exc.explanation}") from exc
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise BackendUnavailable(
                 f"Docker is not reachable ({exc}); start it with `scripts/docker-up.sh`"
             ) from exc
@@ -214,8 +215,10 @@ class DockerBackend(MountedFiles):
 
     async def stop(self, host: KernelHost) -> None:
         # The container first: it holds the data mount, which can only go once it is gone.
-        await self.remove_container(host.name)
-        await asyncio.to_thread(release_workdir, host.data.path.parent)
+        try:
+            await self.remove_container(host.name)
+        finally:
+            await asyncio.to_thread(release_workdir, host.data.path.parent)
 
     async def remove_container(self, name: str) -> None:
         def remove() -> None:
