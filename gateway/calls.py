@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 import time
@@ -19,21 +17,16 @@ import sandbox
 from .containers import ContainerService
 from .errors import BadRequest, NotFound
 from .files import FileService
-from .store import ContainerFileRecord, ContainerRecord, Page, Store, new_id
+from .outcomes import error_of
+from .store import ContainerRecord, Page, Store, new_id
+from .transfer import keep_file
 
 __all__ = ["CallRun", "CallService", "annotate"]
 
 log = logging.getLogger("codeinterp.gateway")
 
-_ERRORS = {
-    sandbox.Outcome.TIMEOUT: ("timeout", "The execution timed out and was interrupted."),
-    sandbox.Outcome.KERNEL_DIED: ("kernel_died", "The Python kernel died and was restarted."),
-    sandbox.Outcome.OUT_OF_MEMORY: ("out_of_memory", "The Python kernel ran out of memory and was restarted."),
-    sandbox.Outcome.CANCELLED: ("sandbox_error", "The client went away; the execution was interrupted."),
-}
 RESTORED = ("[This sandbox had expired and was started again: Python variables were reset, "
             "but the files in /mnt/data are in place.]")
-_IMAGES = {"image/png": "png", "image/jpeg": "jpg"}
 _RICH = ("text/html", "image/svg+xml", "application/json")
 _LINK = re.compile(r"sandbox:(/mnt/data/[^\s()\[\]<>\"'`]+)")
 
@@ -134,7 +127,7 @@ class CallService:
                     execution.cancel()
             result = execution.result()
             files = await self._collect(owner, record, session, result.files)
-            code, message = _error_of(result)
+            code, message = error_of(result)
             status = "completed" if result.outcome in (sandbox.Outcome.OK, sandbox.Outcome.ERROR) else "incomplete"
             body = run.body(status, {"code": code, "message": message} if code else None, files,
                             int(time.time()), result.execution_count)
@@ -156,9 +149,9 @@ class CallService:
     async def _consume(self, owner: str, run: CallRun, output: sandbox.Output) -> None:
         """Turn one sandbox output into call outputs, in order of first appearance."""
         if isinstance(output, sandbox.Display):
-            image = next((m for m in _IMAGES if m in output.data), None)
+            image = output.image
             if image is not None:
-                await self._image(owner, run, output, image)
+                await self._image(owner, run, *image)
                 return
             for mime in _RICH:
                 if mime in output.data:
@@ -174,14 +167,9 @@ class CallService:
         run.outputs[run.logs_index]["logs"] += text
         run.deltas.put_nowait(run.delta({"index": run.logs_index, "type": "logs", "logs": text}))
 
-    async def _image(self, owner: str, run: CallRun, output: sandbox.Display, mime: str) -> None:
-        payload = output.data[mime]
-        try:
-            data = base64.b64decode(payload if isinstance(payload, str) else "", validate=False)
-        except (binascii.Error, ValueError):
-            return
+    async def _image(self, owner: str, run: CallRun, extension: str, data: bytes) -> None:
         index = len(run.outputs)
-        stored = await self.files.store_file(owner, f"{run.id}-{index}.{_IMAGES[mime]}", "assistants_output",
+        stored = await self.files.store_file(owner, f"{run.id}-{index}.{extension}", "assistants_output",
                                              BytesIO(data))
         item = {"type": "image", "image": {"file_id": stored.id}}
         run.outputs.append(item)
@@ -195,24 +183,12 @@ class CallService:
         known = {row.path: row for row in await self.store.container_files(record.id)}
         entries = []
         for info in changed:
-            if info.sha256 is None:
+            if info.size > self.files.max_bytes:
                 continue  # over the size cap: listed in /mnt/data, not stored
-            tmp = self.files.blobs.scratch()
-            try:
-                exported = await session.export_file(info.path, tmp, max_bytes=self.files.max_bytes)
-            except sandbox.FileError:
-                tmp.unlink(missing_ok=True)
-                continue
-            name = info.path.rsplit("/", 1)[-1]
-            stored = await self.files.adopt(owner, name, "assistants_output", tmp, exported.size,
-                                            exported.sha256 or "")
-            previous = known.get(info.sandbox_path)
-            await self.store.upsert_container_file(ContainerFileRecord(
-                id=previous.id if previous else new_id("cfile_"), container_id=record.id, path=info.sandbox_path,
-                bytes=exported.size, source=previous.source if previous else "assistant", file_id=stored.id,
-                sha256=exported.sha256, created_at=previous.created_at if previous else int(time.time())))
-            entries.append({"file_id": stored.id, "path": info.sandbox_path,
-                            "text": f"sandbox:{info.sandbox_path}", "bytes": exported.size})
+            row = await keep_file(self.store, self.files, record, session, info, known.get(info.sandbox_path))
+            if row is not None and row.file_id is not None:
+                entries.append({"file_id": row.file_id, "path": row.path, "text": f"sandbox:{row.path}",
+                                "bytes": row.bytes})
         return entries
 
     async def wait(self, run: CallRun) -> dict[str, Any]:
@@ -248,10 +224,3 @@ def annotate(text: str, files_by_path: dict[str, str]) -> list[dict[str, Any]]:
                             "end_index": match.start() + len(link), "file_path": {"file_id": file_id}})
     return annotations
 
-
-def _error_of(result: sandbox.ExecutionResult) -> tuple[str | None, str]:
-    if result.outcome is sandbox.Outcome.ERROR and result.error is not None:
-        return "execution_error", f"{result.error.name}: {result.error.value}"
-    if result.outcome in _ERRORS:
-        return _ERRORS[result.outcome]
-    return None, ""

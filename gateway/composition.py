@@ -63,7 +63,8 @@ class Gateway:
         s = self.settings
         files = FileService(self.store, self.blobs, s.max_upload_bytes)
         limits = sandbox.Limits(cpus=s.cpus, pids=s.pids_limit, tmp_size=s.tmp_size, timeout=s.default_timeout,
-                                max_file_bytes=s.max_upload_bytes, data_size=s.data_size)
+                                max_file_bytes=0,  # the gateway hashes while it copies; no need twice
+                                data_size=s.data_size)
         containers = ContainerService(self.store, files, self.backend, SandboxDefaults(
             limits=limits, labels={"codeinterp.instance": self.instance}, max_file_ids=s.max_file_ids,
             thread_expiry_minutes=s.thread_expiry_minutes, max_sandboxes=s.sandbox_limit,

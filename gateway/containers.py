@@ -290,7 +290,7 @@ class ContainerService:
             info = await session.write_file(stored.filename, handle)
         return await self.store.upsert_container_file(ContainerFileRecord(
             id=new_id("cfile_"), container_id=container_id, path=info.sandbox_path, bytes=info.size,
-            source="user", file_id=stored.id, sha256=info.sha256, created_at=int(time.time())))
+            source="user", file_id=stored.id, sha256=info.sha256, created_at=int(time.time()), mtime=info.mtime))
 
     async def add_stored_file(self, owner: str, record: ContainerRecord, file_id: str) -> ContainerFileRecord:
         stored = await self.files.get(owner, file_id)

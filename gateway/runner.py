@@ -8,8 +8,6 @@ terminal is behind the small ``Terminal`` protocol, which the command line imple
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import itertools
 import json
@@ -25,6 +23,7 @@ import sandbox
 
 from .client import Client, ClientError
 from .notebook import Cell, cell_from_result, image_mime, notebook
+from .outcomes import error_code
 
 __all__ = ["EXIT_CODES", "Report", "RunFailed", "RunOptions", "Terminal", "cells_from_json", "run_local",
            "run_server"]
@@ -32,12 +31,6 @@ __all__ = ["EXIT_CODES", "Report", "RunFailed", "RunOptions", "Terminal", "cells
 # Exit codes by error code: 1 like Python itself; 124 and 137 as `timeout` and a SIGKILL report them;
 # 125 as `docker run` reports its own failures.
 EXIT_CODES = {"execution_error": 1, "timeout": 124, "kernel_died": 137, "out_of_memory": 137, "sandbox_error": 125}
-_ERROR_CODES = {
-    sandbox.Outcome.OK: None, sandbox.Outcome.ERROR: "execution_error", sandbox.Outcome.TIMEOUT: "timeout",
-    sandbox.Outcome.KERNEL_DIED: "kernel_died", sandbox.Outcome.OUT_OF_MEMORY: "out_of_memory",
-    sandbox.Outcome.CANCELLED: "sandbox_error",
-}
-_IMAGE_EXT = {"image/png": "png", "image/jpeg": "jpg"}
 LARGE_UPLOAD = 8 << 20  # smaller uploads are quick enough to need no progress display
 LABELS_ENV = "CODEINTERP_CONTAINER_LABELS"
 
@@ -199,7 +192,7 @@ async def run_local(options: RunOptions, term: Terminal) -> Report:
                 for info in result.files:
                     await session.export_file(info.path, out.file(info.path))
                 cells.append(cell_from_result(code, result))
-                report.errors.append(_ERROR_CODES[result.outcome])
+                report.errors.append(error_code(result.outcome))
         finally:
             await session.close()
     except sandbox.SandboxError as exc:
@@ -221,16 +214,10 @@ def _echo(output: sandbox.Output, term: Terminal, out: OutDir) -> None:
     elif isinstance(output, sandbox.Notice):
         term.note(output.text)
     else:
-        mime = next((m for m in _IMAGE_EXT if m in output.data), None)
-        payload = output.data.get(mime) if mime else None
-        if mime is not None and isinstance(payload, str):
-            try:
-                data = base64.b64decode(payload)
-            except (binascii.Error, ValueError):
-                term.note(f"an {mime} output was not valid base64; not saved")
-                return
-            dest = out.image(_IMAGE_EXT[mime])
-            dest.write_bytes(data)
+        image = output.image
+        if image is not None:
+            dest = out.image(image[0])
+            dest.write_bytes(image[1])
             term.note(f"image saved to {dest}")
         elif output.text is not None:
             term.out("stdout", output.text + "\n")

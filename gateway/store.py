@@ -76,6 +76,7 @@ container_files = Table(
     Column("source", String(16), nullable=False),
     Column("file_id", String(64), nullable=True),  # the stored copy, when there is one
     Column("sha256", String(64), nullable=True),
+    Column("mtime", Float, nullable=True),  # of the version stored, so an unchanged file is not copied again
     Column("created_at", Integer, nullable=False),
     UniqueConstraint("container_id", "path", name="uq_container_path"),
 )
@@ -131,6 +132,7 @@ class ContainerFileRecord:
     file_id: str | None
     sha256: str | None
     created_at: int
+    mtime: float | None = None
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,7 @@ class Store:
             for path, row in rows.items():
                 if path in sizes and row.bytes != sizes[path]:
                     await conn.execute(update(container_files).where(container_files.c.id == row.id)
-                                       .values(bytes=sizes[path], file_id=None, sha256=None))
+                                       .values(bytes=sizes[path], file_id=None, sha256=None, mtime=None))
             gone = [row.id for path, row in rows.items() if path not in sizes]
             if gone:
                 await conn.execute(sql_delete(container_files).where(container_files.c.id.in_(gone)))

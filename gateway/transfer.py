@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -12,7 +13,7 @@ import sandbox
 from .files import FileService
 from .store import ContainerFileRecord, ContainerRecord, Store, new_id
 
-__all__ = ["MAX_SAVED_FILES", "FileSource", "restore_files", "save_files"]
+__all__ = ["MAX_SAVED_FILES", "FileSource", "keep_file", "restore_files", "save_files"]
 
 log = logging.getLogger("codeinterp.gateway")
 MAX_SAVED_FILES = 1000  # a sandbox that made 100,000 files keeps the newest thousand
@@ -33,26 +34,12 @@ async def save_files(store: Store, files: FileService, record: ContainerRecord, 
     kept = infos[:MAX_SAVED_FILES]
     stored_count = 0
     for info in kept:
-        if info.size > files.max_bytes:
-            continue
         row = rows.get(info.sandbox_path)
-        tmp = files.blobs.scratch()
-        try:
-            exported = await source.export_file(info.path, tmp, max_bytes=files.max_bytes)
-        except sandbox.FileError:
-            tmp.unlink(missing_ok=True)
-            continue  # changed under us, or not a regular file any more
-        if row is not None and row.file_id and row.sha256 == exported.sha256 \
-                and files.blobs.path(row.file_id).is_file():
-            tmp.unlink(missing_ok=True)
-            continue
-        stored = await files.adopt(record.owner, info.path.rsplit("/", 1)[-1], "assistants_output", tmp,
-                                   exported.size, exported.sha256 or "")
-        await store.upsert_container_file(ContainerFileRecord(
-            id=row.id if row else new_id("cfile_"), container_id=record.id, path=info.sandbox_path,
-            bytes=exported.size, source=row.source if row else "assistant", file_id=stored.id,
-            sha256=exported.sha256, created_at=row.created_at if row else int(time.time())))
-        stored_count += 1
+        if info.size > files.max_bytes or (row is not None and row.file_id and row.bytes == info.size
+                                           and row.mtime == info.mtime and files.blobs.path(row.file_id).is_file()):
+            continue  # too large to keep, or the store holds this very version already
+        if await keep_file(store, files, record, source, info, row) is not None:
+            stored_count += 1
     if len(infos) <= MAX_SAVED_FILES:
         present = {info.sandbox_path for info in infos}
         await store.delete_container_files([row.id for path, row in rows.items() if path not in present])
@@ -60,6 +47,24 @@ async def save_files(store: Store, files: FileService, record: ContainerRecord, 
         log.warning("not every file kept", extra={"container_id": record.id, "files": len(infos),
                                                   "kept": MAX_SAVED_FILES})
     return stored_count
+
+
+async def keep_file(store: Store, files: FileService, record: ContainerRecord, source: FileSource,
+                    info: sandbox.FileInfo, previous: ContainerFileRecord | None) -> ContainerFileRecord | None:
+    """Copy one file of /mnt/data into the file store and point its row at the copy; None if it vanished."""
+    tmp = files.blobs.scratch()
+    try:
+        exported = await source.export_file(info.path, tmp, max_bytes=files.max_bytes)
+    except sandbox.FileError:
+        tmp.unlink(missing_ok=True)
+        return None  # changed under us, grew past the cap, or not a regular file any more
+    stored = await files.adopt(record.owner, info.path.rsplit("/", 1)[-1], "assistants_output", tmp,
+                               exported.size, exported.sha256 or "")
+    return await store.upsert_container_file(ContainerFileRecord(
+        id=previous.id if previous else new_id("cfile_"), container_id=record.id, path=info.sandbox_path,
+        bytes=exported.size, source=previous.source if previous else "assistant", file_id=stored.id,
+        sha256=exported.sha256, created_at=previous.created_at if previous else int(time.time()),
+        mtime=info.mtime))
 
 
 async def restore_files(store: Store, files: FileService, record: ContainerRecord,
@@ -71,6 +76,8 @@ async def restore_files(store: Store, files: FileService, record: ContainerRecor
             continue
         name = row.path.removeprefix("/mnt/data/")
         with open(files.blobs.path(row.file_id), "rb") as handle:
-            await session.write_file(name, handle, parents=True)
+            info = await session.write_file(name, handle, parents=True)
+        # The copy's mtime is the new sandbox's: record it, or the next expiry copies it out again.
+        await store.upsert_container_file(replace(row, mtime=info.mtime))
         restored += 1
     return restored

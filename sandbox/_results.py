@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import re
 from collections.abc import Mapping
@@ -22,6 +24,7 @@ __all__ = [
     "strip_ansi",
 ]
 
+_IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg"}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 
 
@@ -54,6 +57,18 @@ class Display:
     def text(self) -> str | None:
         value = self.data.get("text/plain")
         return value if isinstance(value, str) else None
+
+    @property
+    def image(self) -> tuple[str, bytes] | None:
+        """The PNG or JPEG in this bundle as (file extension, bytes); None if there is none, or it is not base64."""
+        for mime, extension in _IMAGE_TYPES.items():
+            payload = self.data.get(mime)
+            if isinstance(payload, str):
+                try:
+                    return extension, base64.b64decode(payload)
+                except (binascii.Error, ValueError):
+                    return None
+        return None
 
 
 @dataclass(frozen=True)
