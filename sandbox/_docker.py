@@ -228,20 +228,24 @@ class DockerBackend(MountedFiles):
                 pass
         await self._call(remove)
 
-    def orphan_files(self, container: Mapping[str, Any]) -> OrphanFiles | None:
-        """The /mnt/data of a listed container that no session holds (after a crash), if it is ours."""
+    def _data_dir_of(self, container: Mapping[str, Any]) -> Path | None:
+        """The host side of a listed container's /mnt/data, if it lies in our work root."""
         for mount in container.get("Mounts") or []:
             source = Path(mount.get("Source", ""))
             if mount.get("Destination") == "/mnt/data" and source.parent.parent == self.config.work_root:
-                return OrphanFiles(DataDir(source, uid=self.config.uid))
+                return source
         return None
 
+    def orphan_files(self, container: Mapping[str, Any]) -> OrphanFiles | None:
+        """The /mnt/data of a listed container that no session holds (after a crash), if it is ours."""
+        source = self._data_dir_of(container)
+        return OrphanFiles(DataDir(source, uid=self.config.uid)) if source is not None else None
+
     async def remove_workdir(self, container: Mapping[str, Any]) -> None:
-        """Delete the data and socket dirs of a listed container, if they are ours."""
-        for mount in container.get("Mounts") or []:
-            source = Path(mount.get("Source", ""))
-            if mount.get("Destination") == "/mnt/data" and source.parent.parent == self.config.work_root:
-                await asyncio.to_thread(release_workdir, source.parent)
+        """Delete the data and socket dirs of a listed container (unmounting the quota), if they are ours."""
+        source = self._data_dir_of(container)
+        if source is not None:
+            await asyncio.to_thread(release_workdir, source.parent)
 
     async def interrupt(self, host: KernelHost) -> None:
         # tini (PID 1, run with -g) forwards SIGINT to the kernel's process group.
