@@ -148,9 +148,14 @@ class DockerBackend(MountedFiles):
         sockets, data = root / "k", DataDir(root / "data", uid=self.config.uid)
         hmac_key = secrets.token_hex(32)
         limits = spec.limits
+        preparing = asyncio.ensure_future(
+            asyncio.to_thread(self._prepare_dirs, sockets, data, hmac_key, parse_size(limits.data_size)))
         try:
-            await asyncio.to_thread(self._prepare_dirs, sockets, data, hmac_key, parse_size(limits.data_size))
+            await asyncio.shield(preparing)
         except BaseException:
+            # A cancel does not stop the thread: let it finish, or it mounts after we cleaned up.
+            with contextlib.suppress(BaseException):
+                await preparing
             await asyncio.to_thread(release_workdir, root)
             raise
         memory = limits.memory_bytes

@@ -331,6 +331,8 @@ async def test_a_start_cancelled_midway_leaves_no_container(docker_backend, run_
     import docker
 
     session_id = f"cancelled-start-{delay}"
+    work_root = docker_backend.config.work_root
+    dirs_before = set(work_root.iterdir()) if work_root.exists() else set()
     starting = asyncio.ensure_future(Session.start(docker_backend, session_id))
     await asyncio.sleep(delay)
     starting.cancel()
@@ -347,3 +349,4 @@ async def test_a_start_cancelled_midway_leaves_no_container(docker_backend, run_
     finally:
         client.close()
     assert left == []
+    assert set(work_root.iterdir()) - dirs_before == set(), "its data and socket dirs (and quota mount) are gone"
