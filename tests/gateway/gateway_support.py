@@ -190,3 +190,29 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[str | None, str, floa
             data.append(line[len("data:"):].removeprefix(" "))
     if data:
         yield name, "\n".join(data), time.monotonic()
+
+
+@contextlib.contextmanager
+def servers(run_id: str, base: Path) -> Iterator[ServerFactory]:
+    """A factory of live servers under ``base``; on exit it stops them and fails on leaked containers."""
+    started: list[ServerProcess] = []
+
+    def make(*, data_dir: Path | None = None, env: dict[str, str] | None = None,
+             args: tuple[str, ...] = ()) -> ServerProcess:
+        if data_dir is None:
+            data_dir = base / f"data-{len(started)}"
+        server = ServerProcess(run_id, data_dir, base, env, args)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        leaks = []
+        for server in started:
+            # uvicorn re-raises the SIGTERM it handled, so a graceful stop ends with -SIGTERM.
+            clean = server.stop() in (0, -signal.SIGTERM)
+            left = server.sweep()
+            if clean and left:
+                leaks.append(f"server {server.server_id} exited cleanly but left containers {left}")
+        assert not leaks, "; ".join(leaks)

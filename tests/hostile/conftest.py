@@ -6,8 +6,6 @@ a sandbox points symlinks at its path, and no response may ever carry its conten
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,33 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway.gateway_support import ServerFactory, ServerProcess
-
-
-@contextlib.contextmanager
-def _servers(run_id: str, base: Path) -> Iterator[ServerFactory]:
-    started: list[ServerProcess] = []
-
-    def make(*, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(run_id, base / f"data-{len(started)}", base, env)
-        started.append(server)
-        return server.start()
-
-    try:
-        yield make
-    finally:
-        leaks = []
-        for server in started:
-            clean = server.stop() in (0, -signal.SIGTERM)
-            left = server.sweep()
-            if clean and left:
-                leaks.append(f"server {server.server_id} exited cleanly but left containers {left}")
-        assert not leaks, "; ".join(leaks)
+from tests.gateway.gateway_support import ServerFactory, ServerProcess, servers
 
 
 @pytest.fixture(scope="module")
 def module_servers(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
-    with _servers(run_id, tmp_path_factory.mktemp("hostile")) as make:
+    with servers(run_id, tmp_path_factory.mktemp("hostile")) as make:
         yield make
 
 
