@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import call, logs_of, new_container
 
 from tests.gateway.gateway_support import ServerFactory, ServerProcess
+from tests.hostile.hostile_support import call, logs_of, new_container
 
 pytestmark = [pytest.mark.docker, pytest.mark.hostile]
 

@@ -6,9 +6,9 @@ import time
 
 import httpx
 import pytest
-from conftest import call, logs_of, new_container, rss_bytes
 
 from tests.gateway.gateway_support import ServerProcess, assert_openai_error
+from tests.hostile.hostile_support import call, logs_of, new_container, rss_bytes
 
 pytestmark = [pytest.mark.docker, pytest.mark.hostile]
 RSS_GROWTH = 200 << 20  # what one flood may leave behind in the gateway, at most

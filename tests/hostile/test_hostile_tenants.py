@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import call, logs_of
 
 from tests.gateway.gateway_support import ServerFactory, ServerProcess
+from tests.hostile.hostile_support import call, logs_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.hostile]
 KEY_A, KEY_B = "tenant-A-key-000000", "tenant-B-key-111111"
