@@ -12,8 +12,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
+from ._channel import Pipe
 from ._datadir import DataDir, Snapshot
 from ._errors import ConfigError
 from ._results import FileInfo, KernelExit
@@ -75,7 +76,7 @@ class KernelHost:
 
     session_id: str
     name: str  # the container id, or the pid for a local kernel
-    connection_info: Mapping[str, Any]  # as seen from this process
+    key: str  # the HMAC key that signs this kernel's Jupyter messages
     data: DataDir
     code_paths: Mapping[str, str] = field(default_factory=dict)  # path rewrites for local kernels
 
@@ -87,6 +88,9 @@ class Backend(Protocol):
     async def start(self, spec: SessionSpec) -> KernelHost: ...
 
     async def stop(self, host: KernelHost) -> None: ...
+
+    async def connect(self, host: KernelHost) -> Pipe:
+        """A byte stream to a new relay beside the host's kernel (``sandbox/_inside/relay.py``)."""
 
     async def interrupt(self, host: KernelHost) -> None: ...
 
@@ -145,22 +149,3 @@ class MountedFiles:
         return await asyncio.to_thread(host.data.changed, before, limit=limit,
                                        max_digest_bytes=max_digest_bytes)
 
-
-def connection_file(transport_prefix: str, key: str) -> dict[str, Any]:
-    """A Jupyter connection file over ipc; ports become socket-name suffixes."""
-    return {
-        "transport": "ipc",
-        "ip": transport_prefix,
-        "shell_port": 1,
-        "iopub_port": 2,
-        "stdin_port": 3,
-        "control_port": 4,
-        "hb_port": 5,
-        "key": key,
-        "signature_scheme": "hmac-sha256",
-        "kernel_name": "",
-    }
-
-
-def socket_paths(prefix: Path) -> list[Path]:
-    return [Path(f"{prefix}-{port}") for port in range(1, 6)]

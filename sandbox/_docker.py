@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 import os
 import secrets
 import socket
+import struct
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.types import Ulimit
 
-from ._backend import KernelHost, MountedFiles, SessionSpec, connection_file, parse_size, socket_paths
+from ._backend import KernelHost, MountedFiles, SessionSpec, parse_size
+from ._channel import Pipe
 from ._datadir import DataDir
 from ._errors import BackendUnavailable, ConfigError, ImageNotFound, KernelStartError, SandboxError
+from ._inside import source
 from ._results import FileInfo, KernelExit
 from ._seccomp import profile_json
 from ._volume import make_data_dir, release_workdir
@@ -30,8 +33,11 @@ from ._volume import make_data_dir, release_workdir
 __all__ = ["LABEL", "DockerBackend", "DockerConfig"]
 
 LABEL = "codeinterp"  # every container we make carries it; sweep by it
-_IN_SOCKETS = "/run/kernel"
+_RUN = "/run/kernel"  # the kernel's connection file and ipc sockets: a tmpfs private to the container
 _HOME = "/home/sandbox"
+_PYTHON = "/opt/venv/bin/python"
+_KEY_VAR = "CODEINTERP_KERNEL_KEY"
+log = logging.getLogger("codeinterp.sandbox")
 T = TypeVar("T")
 
 
@@ -40,7 +46,7 @@ class DockerConfig:
     """How DockerBackend runs containers. Defaults are the safe ones."""
 
     image: str | None = None  # None: the default image for this checkout
-    work_root: Path = Path("/tmp/codeinterp")  # per-session data and socket dirs; keep it short (ipc paths)
+    work_root: Path = Path("/tmp/codeinterp")  # per-session /mnt/data dirs (and their quota images)
     uid: int = 1000  # the kernel user; never root
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     labels: Mapping[str, str] = field(default_factory=dict)  # added to every container
@@ -90,7 +96,7 @@ class DockerBackend(MountedFiles):
             return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
         except docker.errors.ImageNotFound as exc:
             raise ImageNotFound(
-                f"kernel image {self.image} is not built; run `codeinterp image build` (or `make image`)"
+                f"kernel image {self.image} is not built; run `codeinterp image build`"
             ) from exc
         except docker.errors.NotFound as exc:
             raise SandboxError(f"container vanished: {exc.explanation}") from exc
@@ -145,11 +151,11 @@ class DockerBackend(MountedFiles):
     async def start(self, spec: SessionSpec) -> KernelHost:
         key = secrets.token_hex(6)
         root = self.config.work_root / key
-        sockets, data = root / "k", DataDir(root / "data", uid=self.config.uid)
+        data = DataDir(root / "data", uid=self.config.uid)
         hmac_key = secrets.token_hex(32)
         limits = spec.limits
         preparing = asyncio.ensure_future(
-            asyncio.to_thread(self._prepare_dirs, sockets, data, hmac_key, parse_size(limits.data_size)))
+            asyncio.to_thread(self._prepare_dirs, root, data, parse_size(limits.data_size)))
         try:
             await asyncio.shield(preparing)
         except BaseException:
@@ -161,7 +167,10 @@ class DockerBackend(MountedFiles):
         memory = limits.memory_bytes
         run_args: dict[str, Any] = dict(
             image=self.image,
-            command=[f"{_IN_SOCKETS}/connection.json"],
+            # The image gives tini, Python and ipykernel; how the kernel starts is ours, so that
+            # both ends of the channel come from this checkout (see sandbox/_inside).
+            entrypoint=["/usr/bin/tini", "-g", "--", _PYTHON, "-I", "-c", source("launcher"), _RUN],
+            command=[],
             name=f"codeinterp-{key}",
             detach=True,
             labels=self._labels(spec),
@@ -172,12 +181,10 @@ class DockerBackend(MountedFiles):
                 "/tmp": f"size={parse_size(limits.tmp_size)},mode=1777,nosuid,nodev",
                 _HOME: f"size={parse_size(limits.home_size)},uid={self.config.uid},"
                        f"gid={self.config.uid},mode=0700,nosuid,nodev",
+                _RUN: f"size=1m,uid={self.config.uid},gid={self.config.uid},mode=0700,nosuid,nodev,noexec",
             },
-            volumes={
-                str(data.path): {"bind": "/mnt/data", "mode": "rw"},
-                str(sockets): {"bind": _IN_SOCKETS, "mode": "rw"},
-            },
-            environment=kernel_environment(spec, self.config.env),
+            volumes={str(data.path): {"bind": "/mnt/data", "mode": "rw"}},
+            environment={**kernel_environment(spec, self.config.env), _KEY_VAR: hmac_key},
             working_dir=_HOME,
             cap_drop=["ALL"],
             security_opt=self._security_opt(),
@@ -205,18 +212,28 @@ class DockerBackend(MountedFiles):
         except BaseException:
             await asyncio.to_thread(release_workdir, root)
             raise
-        info = connection_file(str(sockets / "k"), hmac_key)
-        return KernelHost(session_id=spec.session_id, name=container.id or "", connection_info=info, data=data)
+        return KernelHost(session_id=spec.session_id, name=container.id or "", key=hmac_key, data=data)
 
-    def _prepare_dirs(self, sockets: Path, data: DataDir, hmac_key: str, data_size: int) -> None:
-        sockets.mkdir(parents=True, mode=0o700)
+    def _prepare_dirs(self, root: Path, data: DataDir, data_size: int) -> None:
+        root.mkdir(parents=True, mode=0o700)
         make_data_dir(data, size=data_size, mode=self.config.data_quota)
-        conn = sockets / "connection.json"
-        conn.write_text(json.dumps(connection_file(f"{_IN_SOCKETS}/k", hmac_key)))
-        conn.chmod(0o400)
-        if os.geteuid() == 0:
-            os.chown(sockets, self.config.uid, self.config.uid)
-            os.chown(conn, self.config.uid, self.config.uid)
+
+    async def connect(self, host: KernelHost) -> Pipe:
+        """A relay beside the kernel, run with ``docker exec``; its stdin and stdout are the channel."""
+        def create() -> str:
+            created = self._docker().api.exec_create(
+                host.name, [_PYTHON, "-I", "-c", source("relay"), f"{_RUN}/connection.json"],
+                stdin=True, stdout=True, stderr=True, user=f"{self.config.uid}:{self.config.uid}")
+            return str(created["Id"])
+        exec_id = await self._call(create)
+        try:
+            return await _ExecPipe.open(self._endpoint(), exec_id)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot attach to the kernel relay ({exc}); is Docker running? `scripts/docker-up.sh`") from exc
+
+    def _endpoint(self) -> str:
+        return self.config.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
     async def stop(self, host: KernelHost) -> None:
         # The container first: it holds the data mount, which can only go once it is gone.
@@ -269,29 +286,19 @@ class DockerBackend(MountedFiles):
             except docker.errors.APIError:
                 pass
             api.wait(host.name, timeout=30)
-            for path in socket_paths(Path(host.connection_info["ip"])):
-                path.unlink(missing_ok=True)
             api.start(host.name)
         await self._call(cycle)
 
     async def poll(self, host: KernelHost) -> KernelExit | None:
-        state = (await self._call(self._docker().api.inspect_container, host.name))["State"]
+        state = (await self._call(lambda: self._docker().api.inspect_container(host.name)))["State"]
         if state.get("Running"):
             return None
         return KernelExit(exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")))
 
-    async def ensure_running(self, host: KernelHost) -> None:
-        if await self.poll(host) is not None:
-            raise KernelStartError(f"container {host.name[:12]} exited during start; see `docker logs`")
-
-    async def logs(self, host: KernelHost) -> str:
-        raw: bytes = await self._call(self._docker().api.logs, host.name, tail=30, stream=False)
-        return raw.decode(errors="replace")
-
     async def list_labelled(self, **labels: str) -> list[dict[str, Any]]:
         """Containers that carry our label (and the given ones), running or not."""
         filters = [f"{LABEL}=1", *(f"{k}={v}" for k, v in labels.items())]
-        return list(await self._call(self._docker().api.containers, all=True, filters={"label": filters}))
+        return list(await self._call(lambda: self._docker().api.containers(all=True, filters={"label": filters})))
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -310,3 +317,69 @@ class OrphanFiles:
 
     async def export_file(self, path: str, dest: Path, *, max_bytes: int | None = None) -> FileInfo:
         return await asyncio.to_thread(self.data.export, path, dest, max_bytes=max_bytes)
+
+
+class _ExecPipe:
+    """The hijacked HTTP stream of a started ``docker exec``: stdin out, stdout back.
+
+    Docker multiplexes a non-TTY exec's stdout and stderr into frames with an
+    8-byte header; stdout is the channel, stderr is the relay's complaints, logged.
+    """
+
+    _HEADER = struct.Struct(">BxxxI")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+        self._buffer = bytearray()
+
+    @classmethod
+    async def open(cls, endpoint: str, exec_id: str) -> _ExecPipe:
+        if endpoint.startswith("unix://"):
+            reader, writer = await asyncio.open_unix_connection(endpoint[len("unix://"):], limit=1 << 20)
+        elif endpoint.startswith(("tcp://", "http://")):
+            host, _, port = endpoint.split("://", 1)[1].rstrip("/").rpartition(":")
+            reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
+        else:
+            raise ConfigError(f"cannot reach Docker at {endpoint!r}; use unix:// or tcp://")
+        body = b'{"Detach": false, "Tty": false}'
+        writer.write(b"POST /exec/%s/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                     b"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: %d\r\n\r\n%s"
+                     % (exec_id.encode(), len(body), body))
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1] if head.startswith(b"HTTP/") else b""
+        if status not in (b"101", b"200"):
+            writer.close()
+            raise KernelStartError(f"Docker refused to attach to the kernel relay (HTTP {status.decode()})")
+        return cls(reader, writer)
+
+    async def receive(self) -> bytes:
+        while True:
+            out = bytearray()
+            buffer, pos = self._buffer, 0
+            while len(buffer) - pos >= 8:
+                kind, size = self._HEADER.unpack_from(buffer, pos)
+                if len(buffer) - pos - 8 < size:
+                    break
+                payload = buffer[pos + 8:pos + 8 + size]
+                if kind == 2:
+                    log.warning("kernel relay: %s", bytes(payload).decode(errors="replace").rstrip())
+                else:
+                    out += payload
+                pos += 8 + size
+            del buffer[:pos]
+            if out:
+                return bytes(out)
+            data = await self._reader.read(1 << 20)
+            if not data:
+                return b""
+            buffer += data
+
+    async def send(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()

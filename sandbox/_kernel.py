@@ -1,22 +1,21 @@
 """One Jupyter kernel connection: readiness, and one execute turned into outputs.
 
-The kernel speaks the Jupyter messaging protocol over whatever transport the
-connection info names (ipc for our containers). Output is collected under caps
-so that a flood never grows this process's memory without bound.
+The kernel is reached through a ``KernelChannel`` (a relay beside it, over a
+byte stream the backend opens). Output is collected under caps so that a flood
+never grows this process's memory without bound, and in time linear in its size.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from jupyter_client.asynchronous.client import AsyncKernelClient
+from typing import Any, Literal
 
 from ._backend import Limits
+from ._channel import KernelChannel, Message, Pipe
 from ._errors import KernelStartError
 from ._results import Display, ExecutionError, Notice, Output, Stream
 
@@ -92,27 +91,51 @@ del _codeinterp_cell_pipes
 
 @dataclass
 class Collector:
-    """Outputs of one execution, in order, under the caps of ``Limits``."""
+    """Outputs of one execution, in order, under the caps of ``Limits``.
+
+    Consecutive pieces of one stream are kept as a list and joined once, when
+    ``outputs`` is read: 200,000 small prints cost linear time, not quadratic.
+    """
 
     limits: Limits
     sink: OutputSink | None = None
-    outputs: list[Output] = field(default_factory=list)
     stream_bytes: int = 0
     display_bytes: int = 0
     displays: int = 0
     dropped_stream: int = 0
     execution_count: int | None = None
+    _done: list[Output] = field(default_factory=list)
+    _tail_name: str | None = None
+    _tail: list[str] = field(default_factory=list)
     _stream_notice: bool = False
     _display_notice: bool = False
 
+    @property
+    def outputs(self) -> list[Output]:
+        self._close_tail()
+        return self._done
+
+    def _close_tail(self) -> None:
+        if self._tail_name is not None:
+            name: Literal["stdout", "stderr"] = "stderr" if self._tail_name == "stderr" else "stdout"
+            self._done.append(Stream(name=name, text="".join(self._tail)))
+            self._tail_name, self._tail = None, []
+
     def _emit(self, output: Output) -> None:
-        last = self.outputs[-1] if self.outputs else None
-        if isinstance(output, Stream) and isinstance(last, Stream) and last.name == output.name:
-            self.outputs[-1] = Stream(name=last.name, text=last.text + output.text)
+        if isinstance(output, Stream):
+            if self._tail_name != output.name:
+                self._close_tail()
+                self._tail_name = output.name
+            self._tail.append(output.text)
         else:
-            self.outputs.append(output)
+            self._close_tail()
+            self._done.append(output)
         if self.sink is not None:
             self.sink(output)
+
+    @property
+    def has_error(self) -> bool:
+        return any(isinstance(o, ExecutionError) for o in self._done)
 
     def notice(self, text: str) -> None:
         self._emit(Notice(text))
@@ -155,9 +178,9 @@ class Collector:
         self._emit(ExecutionError(name=str(content.get("ename", "")), value=str(content.get("evalue", "")),
                                   traceback=tuple(str(t) for t in content.get("traceback", ()))))
 
-    def handle(self, msg: Mapping[str, Any]) -> bool:
+    def handle(self, msg: Message) -> bool:
         """Take one iopub message; True once the kernel went idle."""
-        kind, content = msg["msg_type"], msg["content"]
+        kind, content = msg.msg_type, msg.content
         if kind == "status":
             return bool(content.get("execution_state") == "idle")
         if kind == "stream":
@@ -176,94 +199,114 @@ class Turn:
     """How the wait for one execution ended."""
 
     idle: bool  # the kernel reported idle for our request
-    dead: bool = False  # the liveness check found the kernel gone
+    dead: bool = False  # the kernel, or the channel to it, is gone
+
+
+@dataclass
+class _Watch:
+    """One execution's routing: its collector, and whether the kernel went idle for it."""
+
+    collector: Collector
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_message(self, msg: Message) -> None:
+        if self.collector.handle(msg):
+            self.idle.set()
 
 
 class KernelClient:
-    """A client for one kernel, reconnectable after the kernel restarts."""
+    """A client for one kernel over a channel the backend opens; reconnectable after a restart."""
 
-    def __init__(self, connection_info: Mapping[str, Any]) -> None:
-        self._info = dict(connection_info)
-        self._client = self._connect()
+    def __init__(self, connect: Callable[[], Awaitable[Pipe]], key: str) -> None:
+        self._connect = connect
+        self._key = key
+        self._channel: KernelChannel | None = None
+        self._watches: dict[str, _Watch] = {}
 
-    def _connect(self) -> AsyncKernelClient:
-        client = AsyncKernelClient()
-        client.load_connection_info(self._info)  # type: ignore[arg-type]
-        client.start_channels()
-        return client
+    @property
+    def channel(self) -> KernelChannel:
+        if self._channel is None:
+            raise KernelStartError("the kernel channel is not open")
+        return self._channel
 
-    def reconnect(self) -> None:
-        self.close()
-        self._client = self._connect()
+    async def open(self) -> None:
+        self._channel = KernelChannel(await self._connect(), self._key)
 
-    def close(self) -> None:
-        try:
-            self._client.stop_channels()
-        except Exception:  # noqa: BLE001 - closing a half-open client must not mask the cause
-            pass
+    async def reconnect(self) -> None:
+        await self.close()
+        await self.open()
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        self._watches.clear()
+        if channel is not None:
+            await channel.aclose()
 
     async def wait_ready(self, timeout: float, alive: Callable[[], Awaitable[bool]]) -> None:
-        """Return once the kernel answers kernel_info; raise if it dies or stays silent."""
+        """Return once the kernel answers kernel_info on shell and on iopub; raise if it dies or stays silent."""
         deadline = time.monotonic() + timeout
+        channel = self.channel
+        await channel.ready(timeout)
         last_check = time.monotonic()
-        shell_ready = False
         while time.monotonic() < deadline:
-            self._client.kernel_info()
-            try:
-                if not shell_ready:
-                    await self._client.get_shell_msg(timeout=0.2)
-                    shell_ready = True
-                # A SUB socket drops what was published before its subscription took: the kernel
-                # is ready only once iopub delivers (the status of a kernel_info request).
-                await self._client.get_iopub_msg(timeout=0.2)
-                await self._drain_iopub()
-                self._client.execute(_KERNEL_SETUP, silent=True, store_history=False)
+            heard = asyncio.Event()
+            msg_id = await channel.request("shell", "kernel_info_request", {}, listener=_setter(heard))
+            # The relay's SUB socket drops what was published before its subscription took:
+            # the kernel is ready only once iopub delivers (the status of a kernel_info request).
+            if await channel.reply(msg_id, 1.0) is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(heard.wait(), 0.5)
+            channel.forget(msg_id)
+            if heard.is_set():
+                setup = await channel.request("shell", "execute_request", _execute_content(_KERNEL_SETUP, True))
+                channel.forget(setup)
                 return
-            except queue.Empty:
-                pass
-            if time.monotonic() - last_check > 1.0:
+            if channel.closed.is_set() or time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
                 if not await alive():
                     raise KernelStartError("the kernel exited while starting")
+                if channel.closed.is_set():
+                    raise KernelStartError("the channel to the kernel closed while it started")
         raise KernelStartError(f"the kernel did not answer within {timeout:.0f} s")
 
-    async def _drain_iopub(self) -> None:
+    async def submit(self, code: str, collector: Collector) -> str:
+        watch = _Watch(collector)
+        msg_id = await self.channel.request("shell", "execute_request", _execute_content(code, False),
+                                            listener=watch.on_message)
+        self._watches[msg_id] = watch
+        return msg_id
+
+    async def follow(self, msg_id: str, deadline: float, alive: Callable[[], Awaitable[bool]],
+                     stop: asyncio.Event | None) -> Turn:
+        """Wait until our request's idle, the deadline, ``stop``, or the kernel's death."""
+        watch, channel = self._watches[msg_id], self.channel
+        waits = [asyncio.ensure_future(watch.idle.wait()), asyncio.ensure_future(channel.closed.wait())]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
         try:
             while True:
-                await self._client.get_iopub_msg(timeout=0)
-        except queue.Empty:
-            return
-
-    def submit(self, code: str) -> str:
-        return str(self._client.execute(code, store_history=True, allow_stdin=False, stop_on_error=False))
-
-    async def follow(self, msg_id: str, collector: Collector, deadline: float,
-                     alive: Callable[[], Awaitable[bool]], stop: asyncio.Event | None) -> Turn:
-        """Feed the collector our request's iopub messages until idle, deadline, stop or death."""
-        next_check = time.monotonic() + _POLL
-        while True:
-            now = time.monotonic()
-            if now >= deadline or (stop is not None and stop.is_set()):
-                return Turn(idle=False)
-            try:
-                msg = await self._client.get_iopub_msg(timeout=min(deadline, next_check) - now)
-            except queue.Empty:
-                msg = None
-            if msg is not None:
-                # Output of earlier requests (an interrupted cell, a background thread) is not ours.
-                if msg.get("parent_header", {}).get("msg_id") == msg_id and collector.handle(msg):
-                    await self._take_reply(msg_id)
+                if watch.idle.is_set():
+                    await channel.reply(msg_id, 0.5)
+                    channel.forget(msg_id)
+                    self._watches.pop(msg_id, None)
                     return Turn(idle=True)
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + _POLL
-                if not await alive():
+                now = time.monotonic()
+                if now >= deadline or (stop is not None and stop.is_set()):
+                    return Turn(idle=False)
+                if channel.closed.is_set():
                     return Turn(idle=False, dead=True)
+                await asyncio.wait(waits, timeout=min(deadline - now, _POLL), return_when=asyncio.FIRST_COMPLETED)
+                if not watch.idle.is_set() and not await alive():
+                    return Turn(idle=False, dead=True)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
-    async def _take_reply(self, msg_id: str) -> None:
-        try:
-            while True:
-                reply = await self._client.get_shell_msg(timeout=0.5)
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    return
-        except queue.Empty:
-            return
+
+def _setter(event: asyncio.Event) -> Callable[[Message], None]:
+    return lambda _msg: event.set()
+
+
+def _execute_content(code: str, silent: bool) -> dict[str, Any]:
+    return {"code": code, "silent": silent, "store_history": not silent, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": False}

@@ -9,7 +9,8 @@ is rewritten to the session's temporary data directory.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import importlib.util
 import os
 import secrets
 import shutil
@@ -19,9 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._backend import KernelHost, MountedFiles, SessionSpec, connection_file, socket_paths
+from ._backend import KernelHost, MountedFiles, SessionSpec
+from ._channel import Pipe
 from ._datadir import DataDir
-from ._errors import KernelStartError
+from ._errors import ConfigError, KernelStartError
+from ._inside import source
 from ._results import KernelExit
 
 __all__ = ["LocalBackend"]
@@ -38,34 +41,41 @@ class LocalBackend(MountedFiles):
         self._envs: dict[str, dict[str, str]] = {}
 
     async def start(self, spec: SessionSpec) -> KernelHost:
-        root = Path(tempfile.mkdtemp(prefix="ci-", dir=self.work_root))
+        if self.python == sys.executable and importlib.util.find_spec("ipykernel") is None:
+            raise ConfigError("the local backend needs ipykernel in this Python: "
+                              "pip install 'codeinterp[local]'")
+        root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ci-", dir=self.work_root))
         data = DataDir(root / "data")
-        data.create()
-        info = connection_file(str(root / "k"), secrets.token_hex(32))
-        (root / "connection.json").write_text(json.dumps(info))
-        host = KernelHost(session_id=spec.session_id, name="", connection_info=info, data=data,
+        await asyncio.to_thread(data.create)
+        host = KernelHost(session_id=spec.session_id, name=str(root), key=secrets.token_hex(32), data=data,
                           code_paths={"/mnt/data": str(data.path)})
-        key = self._key(host)
-        self._roots[key] = root
+        self._roots[host.name] = root
         env = {"HOME": str(root), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-               "MPLBACKEND": "module://matplotlib_inline.backend_inline", **spec.env}
-        self._spawn(key, root, env)
+               "MPLBACKEND": "module://matplotlib_inline.backend_inline", **spec.env,
+               "CODEINTERP_KERNEL_KEY": host.key}
+        await asyncio.to_thread(self._spawn, host.name, root, env)
         return host
 
     @staticmethod
     def _key(host: KernelHost) -> str:
-        return str(host.connection_info["ip"])
+        return host.name
 
     def _spawn(self, key: str, root: Path, env: dict[str, str]) -> None:
         try:
             self._procs[key] = subprocess.Popen(
-                [self.python, "-m", "ipykernel_launcher", "-f", str(root / "connection.json"),
-                 "--HistoryManager.enabled=False"],
+                [self.python, "-I", "-c", source("launcher"), str(root / "run")],
                 cwd=root / "data", env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
             raise KernelStartError(f"cannot run {self.python}: {exc}; install ipykernel there") from exc
         self._envs[key] = env
+
+    async def connect(self, host: KernelHost) -> Pipe:
+        proc = await asyncio.create_subprocess_exec(
+            self.python, "-I", "-c", source("relay"), str(Path(host.name) / "run" / "connection.json"),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            limit=1 << 20)
+        return _ProcessPipe(proc)
 
     async def stop(self, host: KernelHost) -> None:
         key = self._key(host)
@@ -95,9 +105,7 @@ class LocalBackend(MountedFiles):
         proc = self._procs.get(key)
         if proc is not None:
             await asyncio.to_thread(self._kill, proc)
-        for path in socket_paths(Path(key)):
-            path.unlink(missing_ok=True)
-        self._spawn(key, self._roots[key], self._envs[key])
+        await asyncio.to_thread(self._spawn, key, self._roots[key], self._envs[key])
 
     async def poll(self, host: KernelHost) -> KernelExit | None:
         proc = self._procs.get(self._key(host))
@@ -110,3 +118,24 @@ class LocalBackend(MountedFiles):
         for proc in list(self._procs.values()):
             await asyncio.to_thread(self._kill, proc)
         self._procs.clear()
+
+
+class _ProcessPipe:
+    """A relay subprocess's stdin and stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self._proc, self._stdin, self._stdout = proc, proc.stdin, proc.stdout
+
+    async def receive(self) -> bytes:
+        return await self._stdout.read(1 << 20)
+
+    async def send(self, data: bytes) -> None:
+        self._stdin.write(data)
+        await self._stdin.drain()
+
+    async def aclose(self) -> None:
+        self._stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.kill()
+        await self._proc.wait()

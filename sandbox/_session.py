@@ -47,16 +47,15 @@ class Session:
         limits = limits or Limits()
         spec = SessionSpec(session_id=session_id, limits=limits, labels=labels or {}, env=env or {})
         host = await backend.start(spec)
-        kernel: KernelClient | None = None
+        kernel = KernelClient(lambda: backend.connect(host), host.key)
         try:
-            kernel = KernelClient(host.connection_info)
             session = cls(backend, host, kernel, limits)
+            await kernel.open()
             await kernel.wait_ready(limits.start_timeout, session._alive)
             for name, data in files:
                 await session.write_file(name, data)
         except BaseException as exc:
-            if kernel is not None:
-                kernel.close()
+            await asyncio.shield(kernel.close())
             await asyncio.shield(backend.stop(host))
             if isinstance(exc, KernelStartError):
                 raise KernelStartError(
@@ -137,13 +136,13 @@ class Session:
         collector = Collector(self.limits, sink)
         for inside, outside in self.host.code_paths.items():
             code = code.replace(inside, outside)
-        msg_id = self._kernel.submit(code)
-        turn = await self._kernel.follow(msg_id, collector, deadline, self._alive, stop)
+        msg_id = await self._kernel.submit(code, collector)
+        turn = await self._kernel.follow(msg_id, deadline, self._alive, stop)
         restarted, exit_info = False, None
         if turn.idle:
-            outcome = Outcome.ERROR if any(o.kind == "error" for o in collector.outputs) else Outcome.OK
+            outcome = Outcome.ERROR if collector.has_error else Outcome.OK
         elif turn.dead:
-            exit_info = await self.backend.poll(self.host) or KernelExit(exit_code=None)
+            exit_info = await self._exit_info()
             outcome = Outcome.OUT_OF_MEMORY if exit_info.oom_killed else Outcome.KERNEL_DIED
             await self._restart()
             restarted = True
@@ -169,10 +168,20 @@ class Session:
             duration=time.monotonic() - started, files=tuple(files), files_truncated=truncated,
             kernel_restarted=restarted, exit=exit_info)
 
+    async def _exit_info(self) -> KernelExit:
+        """Why the kernel ended. The channel closes as the kernel dies, a moment before the
+        backend reports the exit: give it that moment."""
+        for _ in range(20):
+            exit_info = await self.backend.poll(self.host)
+            if exit_info is not None:
+                return exit_info
+            await asyncio.sleep(0.1)
+        return KernelExit(exit_code=None)
+
     async def _interrupt(self, msg_id: str, collector: Collector) -> bool:
         """Interrupt; restart if the kernel is not idle within the grace period. True if restarted."""
         await self.backend.interrupt(self.host)
-        turn = await self._kernel.follow(msg_id, collector, time.monotonic() + self.limits.interrupt_grace,
+        turn = await self._kernel.follow(msg_id, time.monotonic() + self.limits.interrupt_grace,
                                          self._alive, None)
         if turn.idle:
             return False
@@ -181,7 +190,7 @@ class Session:
 
     async def _restart(self) -> None:
         await self.backend.restart(self.host)
-        self._kernel.reconnect()
+        await self._kernel.reconnect()
         await self._kernel.wait_ready(self.limits.start_timeout, self._alive)
 
     async def restart(self) -> None:
@@ -225,5 +234,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        self._kernel.close()
-        await self.backend.stop(self.host)
+        try:
+            await self._kernel.close()
+        finally:
+            await self.backend.stop(self.host)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox import Display, ExecutionError, ExecutionResult, Limits, Notice, Outcome, Output, Stream
+from sandbox._channel import Message
 from sandbox._kernel import Collector
 
 
-def msg(msg_type: str, **content: Any) -> dict[str, Any]:
-    return {"msg_type": msg_type, "content": content, "parent_header": {"msg_id": "m1"}}
+def msg(msg_type: str, **content: Any) -> Message:
+    return Message(channel="iopub", msg_type=msg_type, parent_id="m1", content=content)
 
 
 def notices(collector: Collector) -> list[Notice]:
@@ -144,3 +145,10 @@ def test_the_kernel_setup_code_compiles():
     from sandbox._kernel import _KERNEL_SETUP
 
     compile(_KERNEL_SETUP, "<codeinterp setup>", "exec")
+
+
+def test_many_small_pieces_join_into_one_stream_in_order() -> None:
+    collector = Collector(Limits(max_stream_bytes=10 << 20))
+    for i in range(100_000):
+        collector.stream("stdout", f"{i}\n")
+    assert collector.outputs == [Stream("stdout", "".join(f"{i}\n" for i in range(100_000)))]
