@@ -45,6 +45,7 @@ class CallRun:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     rich: list[dict[str, Any]] = field(default_factory=list)
     logs_index: int | None = None
+    log_parts: list[str] = field(default_factory=list)  # joined once per body: appending is linear
     restored: bool = False  # the sandbox had expired and was started again with its files
     task: asyncio.Task[dict[str, Any]] | None = None
 
@@ -54,6 +55,8 @@ class CallRun:
 
     def body(self, status: str, error: dict[str, str] | None = None, files: Sequence[dict[str, Any]] = (),
              completed_at: int | None = None, execution_count: int | None = None) -> dict[str, Any]:
+        if self.logs_index is not None:
+            self.outputs[self.logs_index]["logs"] = "".join(self.log_parts)
         return {**self.tool_call(self.outputs), "status": status, "error": error,
                 "container_id": self.container_id, "thread_id": self.thread_id, "created_at": self.created_at,
                 "completed_at": completed_at, "files": list(files), "rich_outputs": self.rich,
@@ -157,14 +160,13 @@ class CallService:
                 if mime in output.data:
                     run.rich.append({"index": len(run.rich), "mime_type": mime, "data": output.data[mime]})
                     break
-        logs_so_far = run.outputs[run.logs_index]["logs"] if run.logs_index is not None else ""
-        text = sandbox.log_fragment(output, logs_so_far)
+        text = sandbox.log_fragment(output, run.log_parts[-1] if run.log_parts else "")
         if not text:
             return
         if run.logs_index is None:
             run.logs_index = len(run.outputs)
             run.outputs.append({"type": "logs", "logs": ""})
-        run.outputs[run.logs_index]["logs"] += text
+        run.log_parts.append(text)
         run.deltas.put_nowait(run.delta({"index": run.logs_index, "type": "logs", "logs": text}))
 
     async def _image(self, owner: str, run: CallRun, extension: str, data: bytes) -> None:
