@@ -24,7 +24,7 @@ from .errors import AtCapacity, BadRequest, Conflict, NotFound
 from .files import FileService
 from .pool import WarmPool
 from .store import ContainerFileRecord, ContainerRecord, FileRecord, Page, Store, new_id
-from .transfer import FileSource, restore_files, save_files
+from .transfer import FileSource, collect_version, restore_files, save_files
 
 __all__ = ["MEMORY_LIMITS", "ContainerService", "SandboxDefaults", "SessionStarter"]
 
@@ -334,7 +334,9 @@ class ContainerService:
             return await self.store.container_files(record.id)  # expired: what was kept
         async with self.leased(record) as session:
             current = {info.sandbox_path: info.size for info in await session.list_files()}
-            result = await self.store.sync_container_files(record.id, current)
+            result, forgotten = await self.store.sync_container_files(record.id, current)
+        for file_id in forgotten:  # the code changed the file: that stored copy is superseded
+            await collect_version(self.store, self.files, record, file_id)
         return sorted(result, key=lambda r: (r.created_at, r.path))
 
     async def get_file(self, record: ContainerRecord, cfile_id: str) -> ContainerFileRecord:

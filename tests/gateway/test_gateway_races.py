@@ -9,85 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from fake_support import OWNER, GatedStore, Harness, chunks, harness, harnessed, settle
 
 import sandbox
-from gateway.blobs import BlobStore
-from gateway.containers import ContainerService, SandboxDefaults
 from gateway.errors import AtCapacity, Conflict, NotFound
-from gateway.files import FileService
-from gateway.store import ContainerRecord, Store
-from sandbox.testing import FakeBackend, Gate, start_session
 
-OWNER = "owner"
-
-
-class GatedStore(Store):
-    """The real store, with a gate just after a container's record is written."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.added = Gate()
-
-    async def add_container(self, record: ContainerRecord) -> ContainerRecord:
-        added = await super().add_container(record)
-        await self.added.pass_through()
-        return added
-
-
-class Harness:
-    def __init__(self, tmp_path: Path, max_sandboxes: int, store: type[Store]) -> None:
-        self.backend = FakeBackend(root=tmp_path / "hosts")
-        self.store = store(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-        self.blobs = BlobStore(tmp_path / "files")
-        self.files = FileService(self.store, self.blobs, 1 << 20)
-        self.service = ContainerService(self.store, self.files, self.backend, SandboxDefaults(
-            limits=sandbox.Limits(), labels={}, max_file_ids=20, thread_expiry_minutes=60,
-            max_sandboxes=max_sandboxes, capacity_wait=0.5, pool_size=0, pool_pause=0), start=start_session)
-
-    async def thread_call(self, thread_id: str) -> tuple[str, bool]:
-        """A thread's call that does nothing: its container id and whether it was restored."""
-        record, _, restored = await self.service.thread_session(OWNER, thread_id)
-        self.service.release(record.id)
-        return record.id, restored
-
-    def untracked(self) -> set[str]:
-        """Hosts running in the backend that no live session of the service stands for."""
-        live = {s.host.name for s in self.service._live.values()}
-        return set(self.backend.running) - live
-
-    async def status(self, container_id: str) -> str:
-        record = await self.store.container_by_id(container_id)
-        assert record is not None
-        return record.status
-
-
-@contextlib.asynccontextmanager
-async def harnessed(tmp_path: Path, *, max_sandboxes: int = 4, store: type[Store] = Store) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path, max_sandboxes, store)
-    await h.store.create_schema()
-    h.blobs.create()
-    try:
-        yield h
-    finally:
-        await h.service.close_all()
-        await h.store.close()
-        await h.backend.aclose()
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with harnessed(tmp_path) as h:
-        yield h
-
-
-async def settle() -> None:
-    """Let every task that can run, run (the store's queries go to a thread, so give them time too)."""
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+__all__ = ["harness"]  # a fixture, imported to be used here
 
 
 async def test_concurrent_first_calls_on_one_thread_make_one_sandbox(harness: Harness) -> None:
@@ -142,10 +72,6 @@ async def test_delete_during_a_first_call_s_create_leaves_no_sandbox_behind(tmp_
         assert harness.service.in_use == 0
 
 
-async def _chunks(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
 async def test_expiry_never_takes_a_leased_sandbox(harness: Harness) -> None:
     record, session, _ = await harness.service.thread_session(OWNER, "t")
     assert not await harness.service.expire(record.id, reason="idle")
@@ -180,7 +106,7 @@ async def test_a_lease_during_expiry_gets_a_new_sandbox_with_the_files(harness: 
 @pytest.mark.parametrize("failure", ["start fails", "start cancelled", "file placement fails",
                                      "file placement cancelled"])
 async def test_capacity_slots_return_after_a_failed_or_cancelled_create(harness: Harness, failure: str) -> None:
-    upload = await harness.files.upload(OWNER, "in.csv", "assistants", _chunks(b"a\n"))
+    upload = await harness.files.upload(OWNER, "in.csv", "assistants", chunks(b"a\n"))
     gate = harness.backend.start_gate if failure.startswith("start") else harness.backend.write_gate
     if failure.endswith("fails"):
         gate.fail_with(sandbox.KernelStartError("the kernel did not answer"))
