@@ -33,7 +33,7 @@ _LINK = re.compile(r"sandbox:(/mnt/data/[^\s()\[\]<>\"'`]+)")
 
 @dataclass
 class CallRun:
-    """One call in flight: its deltas as they happen, and the finished call object."""
+    """One call in flight: its deltas as they happen (queued only when ``streamed``), and the finished call."""
 
     id: str
     code: str
@@ -47,6 +47,7 @@ class CallRun:
     logs_index: int | None = None
     log_parts: list[str] = field(default_factory=list)  # joined once per body: appending is linear
     restored: bool = False  # the sandbox had expired and was started again with its files
+    streamed: bool = False  # someone reads ``deltas``; otherwise nothing is queued (they would pile up)
     task: asyncio.Task[dict[str, Any]] | None = None
 
     def tool_call(self, outputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -65,6 +66,11 @@ class CallRun:
     def delta(self, output: dict[str, Any]) -> dict[str, Any]:
         return {"index": 0, "type": "code_interpreter", "code_interpreter": {"outputs": [output]}}
 
+    def emit(self, delta: dict[str, Any] | None) -> None:
+        """Queue a delta for the stream (None ends it), if there is one."""
+        if self.streamed:
+            self.deltas.put_nowait(delta)
+
 
 class CallService:
     def __init__(self, store: Store, files: FileService, containers: ContainerService,
@@ -74,7 +80,7 @@ class CallService:
 
     async def start(self, owner: str, record: ContainerRecord, session: sandbox.Session, *, code: str,
                     file_ids: Sequence[str], timeout: float | None, thread_id: str | None = None,
-                    restored: bool = False) -> CallRun:
+                    restored: bool = False, stream: bool = False) -> CallRun:
         """Validate, place files, record the call as in progress, and start running it.
 
         ``session`` is leased by the caller; the lease is released when the call ends.
@@ -88,9 +94,9 @@ class CallService:
             # No touch here: the lease keeps the sandbox from expiring, and the end of the call touches it.
             await self.containers.place_missing(owner, record, session, file_ids)
             run = CallRun(id=new_id("call_"), code=code, container_id=record.id, thread_id=thread_id,
-                          created_at=int(time.time()), restored=restored)
+                          created_at=int(time.time()), restored=restored, streamed=stream)
             await self.store.add_call(run.id, record.id, "in_progress", run.body("in_progress"))
-            run.deltas.put_nowait({"index": 0, "id": run.id, "type": "code_interpreter",
+            run.emit({"index": 0, "id": run.id, "type": "code_interpreter",
                                    "code_interpreter": {"input": code, "outputs": []}})
             if restored:
                 await self._consume(owner, run, sandbox.Notice(RESTORED))
@@ -140,13 +146,13 @@ class CallService:
         except BaseException:
             body = run.body("failed", {"code": "sandbox_error", "message": "internal error"}, (), int(time.time()))
             await asyncio.shield(self.store.finish_call(run.id, "failed", body))
-            run.deltas.put_nowait(None)
+            run.emit(None)
             raise
         await self.store.finish_call(run.id, body["status"], body, record.id, time.time())
         log.info("call finished", extra={"call_id": run.id, "container_id": record.id, "status": body["status"],
                                          "duration_ms": round((time.monotonic() - started) * 1000),
                                          "outputs": len(run.outputs), "files": len(body["files"])})
-        run.deltas.put_nowait(None)
+        run.emit(None)
         return body
 
     async def _consume(self, owner: str, run: CallRun, output: sandbox.Output) -> None:
@@ -167,7 +173,7 @@ class CallService:
             run.logs_index = len(run.outputs)
             run.outputs.append({"type": "logs", "logs": ""})
         run.log_parts.append(text)
-        run.deltas.put_nowait(run.delta({"index": run.logs_index, "type": "logs", "logs": text}))
+        run.emit(run.delta({"index": run.logs_index, "type": "logs", "logs": text}))
 
     async def _image(self, owner: str, run: CallRun, extension: str, data: bytes) -> None:
         index = len(run.outputs)
@@ -175,7 +181,7 @@ class CallService:
                                              BytesIO(data))
         item = {"type": "image", "image": {"file_id": stored.id}}
         run.outputs.append(item)
-        run.deltas.put_nowait(run.delta({"index": index, **item}))
+        run.emit(run.delta({"index": index, **item}))
 
     async def _collect(self, owner: str, record: ContainerRecord, session: sandbox.Session,
                        changed: Sequence[sandbox.FileInfo]) -> list[dict[str, Any]]:

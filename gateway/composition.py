@@ -98,7 +98,7 @@ class Gateway:
 
     async def startup(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.blobs.create()
+        await asyncio.to_thread(self.blobs.create)  # sweeps and counts the whole store
         await self.store.create_schema()
         await self.recover()
         self.services.containers.pool.run()

@@ -8,14 +8,15 @@ a thread's next call restores them into a new sandbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import sandbox
 
@@ -23,9 +24,9 @@ from .errors import AtCapacity, BadRequest, Conflict, NotFound
 from .files import FileService
 from .pool import WarmPool
 from .store import ContainerFileRecord, ContainerRecord, FileRecord, Page, Store, new_id
-from .transfer import FileSource, restore_files, save_files
+from .transfer import FileSource, collect_version, restore_files, save_files
 
-__all__ = ["MEMORY_LIMITS", "ContainerService", "SandboxDefaults"]
+__all__ = ["MEMORY_LIMITS", "ContainerService", "SandboxDefaults", "SessionStarter"]
 
 log = logging.getLogger("codeinterp.gateway")
 MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
@@ -43,10 +44,18 @@ class SandboxDefaults:
     pool_pause: float
 
 
+class SessionStarter(Protocol):
+    """How sessions are started: ``sandbox.Session.start``, or ``sandbox.testing.start_session`` in tests."""
+
+    def __call__(self, backend: sandbox.Backend, session_id: str, *, limits: sandbox.Limits,
+                 labels: dict[str, str]) -> Awaitable[sandbox.Session]: ...
+
+
 class ContainerService:
     def __init__(self, store: Store, files: FileService, backend: sandbox.Backend,
-                 defaults: SandboxDefaults) -> None:
+                 defaults: SandboxDefaults, *, start: SessionStarter = sandbox.Session.start) -> None:
         self.store, self.files, self.backend, self.defaults = store, files, backend, defaults
+        self._start = start
         self._live: dict[str, sandbox.Session] = {}
         self._leases: dict[str, int] = {}
         # Weak: a thread's lock lives while a request holds or waits on it, not for ever.
@@ -69,8 +78,8 @@ class ContainerService:
     # -- sandboxes and capacity ---------------------------------------------------
 
     async def _start_pooled(self) -> sandbox.Session:
-        return await sandbox.Session.start(self.backend, f"pool-{new_id('')[:12]}", limits=self.defaults.limits,
-                                           labels={**self.defaults.labels, "codeinterp.pooled": "1"})
+        return await self._start(self.backend, f"pool-{new_id('')[:12]}", limits=self.defaults.limits,
+                                 labels={**self.defaults.labels, "codeinterp.pooled": "1"})
 
     async def _new_session(self, container_id: str, memory_limit: str) -> sandbox.Session:
         """A pooled sandbox when one fits, else a new one once there is room; 429 when there is none.
@@ -93,7 +102,7 @@ class ContainerService:
                                  retry_after=5)
             await asyncio.sleep(0.25)
         try:
-            return await sandbox.Session.start(
+            return await self._start(
                 self.backend, container_id, limits=replace(self.defaults.limits, memory=memory_limit),
                 labels={**self.defaults.labels, "codeinterp.container": container_id})
         except BaseException:
@@ -199,21 +208,26 @@ class ContainerService:
     async def page(self, owner: str, *, limit: int, order: str, after: str | None) -> Page:
         return await self.store.list_containers(owner, limit=limit, order=order, after=after)
 
+    def _thread_lock(self, owner: str, thread_id: str) -> asyncio.Lock:
+        lock = self._thread_locks.get((owner, thread_id))
+        if lock is None:
+            lock = self._thread_locks[(owner, thread_id)] = asyncio.Lock()
+        return lock
+
     async def delete(self, owner: str, container_id: str) -> None:
         record = await self.get(owner, container_id)
-        await self._settled(record.id)
-        session = self._live.pop(record.id, None)
-        if session is not None:
-            await session.close()
-        await self.store.update_container(record.id, status="deleted", thread_id=None)
+        # A thread's create or restore under way would otherwise bring its sandbox back after this.
+        async with self._thread_lock(owner, record.thread_id) if record.thread_id else contextlib.nullcontext():
+            await self._settled(record.id)
+            session = self._live.pop(record.id, None)
+            if session is not None:
+                await session.close()
+            await self.store.update_container(record.id, status="deleted", thread_id=None)
         log.info("container deleted", extra={"container_id": record.id})
 
     async def thread_session(self, owner: str, thread_id: str) -> tuple[ContainerRecord, sandbox.Session, bool]:
         """The thread's leased session: made on first use, restored after expiry (True), never made twice."""
-        lock = self._thread_locks.get((owner, thread_id))
-        if lock is None:
-            lock = self._thread_locks[(owner, thread_id)] = asyncio.Lock()
-        async with lock:
+        async with self._thread_lock(owner, thread_id):
             record = await self.store.container_for_thread(owner, thread_id)
             restored = False
             if record is None:
@@ -320,7 +334,9 @@ class ContainerService:
             return await self.store.container_files(record.id)  # expired: what was kept
         async with self.leased(record) as session:
             current = {info.sandbox_path: info.size for info in await session.list_files()}
-            result = await self.store.sync_container_files(record.id, current)
+            result, forgotten = await self.store.sync_container_files(record.id, current)
+        for file_id in forgotten:  # the code changed the file: that stored copy is superseded
+            await collect_version(self.store, self.files, record, file_id)
         return sorted(result, key=lambda r: (r.created_at, r.path))
 
     async def get_file(self, record: ContainerRecord, cfile_id: str) -> ContainerFileRecord:

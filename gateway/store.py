@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    cast,
     event,
     insert,
     select,
@@ -268,10 +269,12 @@ class Store:
             await conn.execute(update(container_files).where(container_files.c.id == existing.id).values(**values))
         return ContainerFileRecord(**{**record.__dict__, "id": existing.id, "created_at": existing.created_at})
 
-    async def sync_container_files(self, container_id: str, sizes: dict[str, int]) -> list[ContainerFileRecord]:
+    async def sync_container_files(self, container_id: str,
+                                   sizes: dict[str, int]) -> tuple[list[ContainerFileRecord], list[str]]:
         """Make the rows match what is in /mnt/data now (path to size), in one transaction.
 
         New paths are files the code wrote (source "assistant"); a changed size forgets the stored copy.
+        Returns the rows, and the ids of the stored copies that were forgotten.
         """
         now = int(time.time())
         async with self.engine.begin() as conn:
@@ -282,8 +285,11 @@ class Store:
                    for path, size in sizes.items() if path not in rows]
             if new:
                 await conn.execute(insert(container_files), new)
+            forgotten = []
             for path, row in rows.items():
                 if path in sizes and row.bytes != sizes[path]:
+                    if row.file_id is not None:
+                        forgotten.append(row.file_id)
                     await conn.execute(update(container_files).where(container_files.c.id == row.id)
                                        .values(bytes=sizes[path], file_id=None, sha256=None, mtime=None))
             gone = [row.id for path, row in rows.items() if path not in sizes]
@@ -291,13 +297,24 @@ class Store:
                 await conn.execute(sql_delete(container_files).where(container_files.c.id.in_(gone)))
             result = (await conn.execute(select(container_files).where(
                 container_files.c.container_id == container_id))).fetchall()
-        return [_record(ContainerFileRecord, r) for r in result]
+        return [_record(ContainerFileRecord, r) for r in result], forgotten
 
     async def container_files(self, container_id: str) -> list[ContainerFileRecord]:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(container_files).where(
                 container_files.c.container_id == container_id).order_by(container_files.c.seq))).fetchall()
         return [_record(ContainerFileRecord, r) for r in rows]
+
+    async def file_in_use(self, container_id: str, file_id: str) -> bool:
+        """Whether a container file row, or a call of this container, still names the stored file."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(container_files.c.id).where(
+                container_files.c.file_id == file_id).limit(1))).first()
+            if row is None:  # file ids are random tokens: a substring of the body is a reference
+                row = (await conn.execute(select(calls.c.id).where(
+                    calls.c.container_id == container_id,
+                    cast(calls.c.body, Text).contains(file_id, autoescape=True)).limit(1))).first()
+        return row is not None
 
     async def delete_container_files(self, ids: Sequence[str]) -> None:
         if not ids:

@@ -13,7 +13,7 @@ import sandbox
 from .files import FileService
 from .store import ContainerFileRecord, ContainerRecord, Store, new_id
 
-__all__ = ["MAX_SAVED_FILES", "FileSource", "keep_file", "restore_files", "save_files"]
+__all__ = ["MAX_SAVED_FILES", "FileSource", "collect_version", "keep_file", "restore_files", "save_files"]
 
 log = logging.getLogger("codeinterp.gateway")
 MAX_SAVED_FILES = 1000  # a sandbox that made 100,000 files keeps the newest thousand
@@ -60,11 +60,29 @@ async def keep_file(store: Store, files: FileService, record: ContainerRecord, s
         return None  # changed under us, grew past the cap, or not a regular file any more
     stored = await files.adopt(record.owner, info.path.rsplit("/", 1)[-1], "assistants_output", tmp,
                                exported.size, exported.sha256 or "")
-    return await store.upsert_container_file(ContainerFileRecord(
+    row = await store.upsert_container_file(ContainerFileRecord(
         id=previous.id if previous else new_id("cfile_"), container_id=record.id, path=info.sandbox_path,
         bytes=exported.size, source=previous.source if previous else "assistant", file_id=stored.id,
         sha256=exported.sha256, created_at=previous.created_at if previous else int(time.time()),
         mtime=info.mtime))
+    if previous is not None and previous.file_id not in (None, stored.id):
+        await collect_version(store, files, record, previous.file_id)
+    return row
+
+
+async def collect_version(store: Store, files: FileService, record: ContainerRecord, file_id: str | None) -> None:
+    """Delete a superseded stored version of a container file, unless a file row or a call still names it.
+
+    A version a call reported stays: the call's ``files`` and outputs link to it. One only an expiry
+    kept (so that a restore could put it back) is garbage once a newer one replaced it.
+    """
+    if file_id is None or await store.file_in_use(record.id, file_id):
+        return
+    if user_file := await store.get_file(record.owner, file_id):
+        if user_file.purpose != "assistants_output":
+            return  # the user uploaded it: theirs to delete
+    await store.delete_file(record.owner, file_id)
+    files.blobs.delete(file_id)
 
 
 async def restore_files(store: Store, files: FileService, record: ContainerRecord,

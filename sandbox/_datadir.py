@@ -187,7 +187,8 @@ class DataDir:
                 raise
             finally:
                 os.close(fd)
-        return FileInfo(path="/".join([*dirs, candidate]), size=size, mtime=st.st_mtime, sha256=digest.hexdigest())
+        return FileInfo(path="/".join([*dirs, candidate]), size=size, mtime=st.st_mtime_ns / 1e9,
+                        sha256=digest.hexdigest())
 
     # -- reading ------------------------------------------------------------
 
@@ -229,7 +230,7 @@ class DataDir:
         tmp = dest.with_name(dest.name + ".part")
         digest, size = hashlib.sha256(), 0
         with self.open(relpath) as handle, open(tmp, "wb") as out:
-            mtime = os.fstat(handle.fileno()).st_mtime
+            mtime = os.fstat(handle.fileno()).st_mtime_ns / 1e9
             try:
                 for chunk in iter(lambda: handle.read(_CHUNK), b""):
                     size += len(chunk)
@@ -253,7 +254,7 @@ class DataDir:
                 for chunk in iter(lambda: handle.read(_CHUNK), b""):
                     hasher.update(chunk)
                 sha = hasher.hexdigest()
-        return FileInfo(path="/".join(_split(relpath)), size=st.st_size, mtime=st.st_mtime, sha256=sha)
+        return FileInfo(path="/".join(_split(relpath)), size=st.st_size, mtime=st.st_mtime_ns / 1e9, sha256=sha)
 
     def delete(self, relpath: str) -> None:
         """Remove one file; a symlink is removed itself, never its target."""

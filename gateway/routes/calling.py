@@ -27,6 +27,7 @@ def _event(name: str, data: Any) -> str:
 async def respond(services: Services, run: CallRun, stream: bool) -> Response:
     if not stream:
         return JSONResponse(await services.calls.wait(run))
+    assert run.streamed, "start the call with stream=True, or its deltas are never queued"
     return StreamingResponse(_events(services, run), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

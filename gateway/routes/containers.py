@@ -139,7 +139,7 @@ async def create_call(request: Request, owner: Owner, container_id: str, body: C
     services = _services(request)
     record = await services.containers.get(owner, container_id)
     run = await services.calls.start(owner, record, services.containers.lease(record), code=body.input,
-                                     file_ids=body.file_ids, timeout=body.timeout)
+                                     file_ids=body.file_ids, timeout=body.timeout, stream=body.stream)
     return await respond(services, run, body.stream)
 
 

@@ -33,7 +33,8 @@ async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body:
     await services.containers.check_file_ids(owner, body.file_ids)
     record, session, restored = await services.containers.thread_session(owner, thread_id)
     run = await services.calls.start(owner, record, session, code=body.input, file_ids=body.file_ids,
-                                     timeout=body.timeout, thread_id=thread_id, restored=restored)
+                                     timeout=body.timeout, thread_id=thread_id, restored=restored,
+                                     stream=body.stream)
     return await respond(services, run, body.stream)
 
 

@@ -30,6 +30,25 @@ def client(url: str) -> Iterator[openai.OpenAI]:
         yield sdk
 
 
+def server_errors(http: httpx.Client) -> float:
+    """How many requests the server has answered with a 5xx, by its own metrics."""
+    lines = http.get("/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith("codeinterp_requests_total{") and 'status="5' in line)
+
+
+@pytest.fixture(autouse=True)
+def no_500(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that talks to the module's server: none of its requests may have got a 5xx."""
+    if "http" not in request.fixturenames and "client" not in request.fixturenames:
+        yield
+        return
+    http: httpx.Client = request.getfixturevalue("http")
+    before = server_errors(http)
+    yield
+    assert server_errors(http) == before, "a request of this test got a 5xx (see the server's stderr)"
+
+
 def upload(http: httpx.Client, name: str = "ok.csv", data: bytes = b"a,b\n1,2\n",
            purpose: str | None = "assistants") -> httpx.Response:
     return http.post("/v1/files", files={"file": (name, data, "text/csv")},
@@ -186,11 +205,6 @@ def test_bad_list_parameters_are_400(http: httpx.Client, query: dict[str, object
     assert_openai_error(http.get("/v1/containers", params=query), 400)
 
 
-def test_no_request_in_this_module_was_a_500(http: httpx.Client) -> None:
-    metrics = http.get("/metrics").text
-    samples = [line for line in metrics.splitlines() if line.startswith("codeinterp_requests_total{")]
-    assert samples, metrics
-    assert not [line for line in samples if 'status="5' in line]
 
 
 # -- refusing to start ---------------------------------------------------------------------------------

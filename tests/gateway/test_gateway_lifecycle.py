@@ -38,6 +38,12 @@ def logs(body: dict[str, Any]) -> str:
     return "".join(o["logs"] for o in body["code_interpreter"]["outputs"] if o["type"] == "logs")
 
 
+def running_call(http: httpx.Client, container_id: str) -> bool:
+    """Whether a call of the container is under way: it then holds the container's sandbox."""
+    calls = http.get(f"/v1/containers/{container_id}/calls").json()["data"]
+    return any(c["status"] == "in_progress" for c in calls)
+
+
 def pooled(server: ServerProcess) -> list[Any]:
     return [c for c in labelled_containers("codeinterp.pooled=1", *server.labels) if c.status == "running"]
 
@@ -106,12 +112,12 @@ def test_at_capacity_an_idle_sandbox_is_evicted_with_its_files_kept(start_server
 def test_when_every_sandbox_is_busy_a_new_one_gets_429_and_no_hang(start_server: ServerFactory) -> None:
     server = start_server(env={"CODEINTERP_MAX_SANDBOXES": "1", "CODEINTERP_CAPACITY_WAIT": "1"})
     with httpx.Client(base_url=server.url, timeout=60) as http:
-        call(http, "busy", "print(0)")
+        busy = call(http, "busy", "print(0)")["container_id"]
         done: dict[str, Any] = {}
         worker = threading.Thread(target=lambda: done.update(call(http, "busy", "import time; time.sleep(8)")))
         worker.start()
         try:
-            time.sleep(1.5)  # the long call holds the only sandbox
+            wait_for(lambda: running_call(http, busy), "the long call to hold the only sandbox")
             began = time.monotonic()
             refused = http.post("/v1/threads/other/code_interpreter/calls", json={"input": "print(1)"})
             waited = time.monotonic() - began
@@ -137,7 +143,8 @@ def test_kill_9_and_restart_leaves_no_orphan_and_loses_no_file(start_server: Ser
         thread = call(http, "crashy", "import threading, time\n"
                                       "threading.Timer(0.5, lambda: open('/mnt/data/late.txt', 'w')"
                                       ".write('late')).start()")
-        time.sleep(1.5)
+        wait_for(lambda: any(f["path"] == "/mnt/data/late.txt" and f["bytes"] == 4 for f in http.get(
+            f"/v1/containers/{thread['container_id']}/files").json()["data"]), "the late file to be written")
     first.kill()
     assert labelled_containers(*first.labels), "the crash left the sandboxes behind, as a crash does"
 
@@ -159,11 +166,11 @@ def test_sigterm_lets_a_running_call_finish_and_keeps_files(start_server: Server
     first = start_server(data_dir=data_dir)
     done: dict[str, Any] = {}
     with httpx.Client(base_url=first.url, timeout=60) as http:
-        call(http, "graceful", "print(0)")
+        graceful = call(http, "graceful", "print(0)")["container_id"]
         code = "import time\ntime.sleep(3)\nopen('/mnt/data/done.txt', 'w').write('finished')\nprint('ok')"
         worker = threading.Thread(target=lambda: done.update(call(http, "graceful", code)))
         worker.start()
-        time.sleep(1)
+        wait_for(lambda: running_call(http, graceful), "the call to be running")  # SIGTERM must find it
         assert first.proc is not None
         first.proc.send_signal(signal.SIGTERM)
         worker.join(30)

@@ -73,9 +73,13 @@ async def test_cpu_hogs_do_not_starve_a_fourth_sandbox(make_session):
     codes = ["while True: pass",
              "import numpy as np\na = np.random.rand(600, 600)\nwhile True: a = (a @ a) / 600",
              "import numpy as np\na = np.random.rand(600, 600)\nwhile True: a = (a @ a) / 600"]
-    running = [asyncio.ensure_future(h.execute(c, timeout=60, stop=stop)) for h, c in zip(hogs, codes, strict=True)]
+    hogging = [asyncio.Event() for _ in hogs]
+    running = [asyncio.ensure_future(h.execute("print('hogging', flush=True)\n" + c, timeout=60, stop=stop,
+                                               on_output=lambda _, e=e: e.set()))
+               for h, c, e in zip(hogs, codes, hogging, strict=True)]
     try:
-        await asyncio.sleep(2)
+        for event in hogging:  # every hog is spinning before the quiet one is measured
+            await asyncio.wait_for(event.wait(), 60)
         started = time.monotonic()
         result = await quiet.execute("print(1)", timeout=30)
         elapsed = time.monotonic() - started

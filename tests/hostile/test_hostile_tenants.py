@@ -95,12 +95,16 @@ def test_key_b_never_reaches_key_a_s_objects(clients: tuple[httpx.Client, httpx.
     path = template.format(**a_ids)
     payload = None if body is None else {k: ([x.format(**a_ids) for x in v] if isinstance(v, list) else
                                              v.format(**a_ids) if isinstance(v, str) else v) for k, v in body.items()}
+    if expect == "own" and template.startswith("/v1/threads/") and method != "POST":
+        # B has a thread of the same name, so that these must answer 200 with B's, never 404 or A's.
+        made = b.post(f"/v1/threads/{THREAD}/code_interpreter/calls", json={"input": "pass"})
+        assert made.status_code == 200 and made.json()["container_id"] != a_ids["thread_box"], made.text
     if template == "/v1/files" and method == "POST":
         response = b.post(path, files={"file": ("secret.csv", b"b\n", "text/csv")}, data={"purpose": "assistants"})
     else:
         response = b.request(method, path, json=payload)
     text = response.text
-    if response.status_code != 404:  # a 404 may echo the id it was asked for; anything else names none of A's
+    if expect != "404":  # a 404 may echo the id it was asked for; anything else names none of A's
         assert "'A'" not in text and a_ids["thread_box"] not in text and a_ids["box"] not in text, text
     if expect == "404":
         assert response.status_code == 404, (response.status_code, text)
@@ -112,8 +116,8 @@ def test_key_b_never_reaches_key_a_s_objects(clients: tuple[httpx.Client, httpx.
         assert response.status_code == 200 and response.json()["annotations"] == [], text
     elif template == "/v1/files":
         assert response.status_code == 200 and response.json()["id"] != a_ids["file"]
-    else:  # B's own thread (made by B's call above): its sandbox, notebook or deletion, never A's
-        assert response.status_code in (200, 404), text
+    else:  # B's own thread (made just above): its sandbox, notebook or deletion, never A's
+        assert response.status_code == 200, text
     # A still has all of it, untouched.
     assert a.get(f"/v1/files/{a_ids['file']}").status_code == 200
     assert a.get(f"/v1/containers/{a_ids['box']}/files/{a_ids['cfile']}/content").content == b"A"

@@ -248,3 +248,12 @@ def test_export_over_the_cap_writes_nothing(data, tmp_path):
         data.export("big.bin", dest, max_bytes=10)
     assert not dest.exists()
     assert not (tmp_path / "exported.bin.part").exists()
+
+
+def test_every_view_of_a_file_gives_the_same_mtime(data: DataDir, tmp_path: Path) -> None:
+    # A file's mtime tells the gateway whether it holds that version already: one float, whatever read it.
+    data.write("f.txt", b"x")
+    ns = 1_700_000_000_123_456_838  # st_mtime rounds this one differently from st_mtime_ns / 1e9
+    os.utime(data.path / "f.txt", ns=(ns, ns))
+    (listed,) = data.list()
+    assert listed.mtime == data.info("f.txt").mtime == data.export("f.txt", tmp_path / "copy").mtime

@@ -226,8 +226,10 @@ async def test_memory_past_the_limit_is_out_of_memory(make_session):
 async def test_cancelled_execution_leaves_session_usable(make_session):
     session = await make_session()
     await session.execute("kept = 5")
-    task = asyncio.create_task(session.execute("import time\ntime.sleep(30)"))
-    await asyncio.sleep(1)
+    started = asyncio.Event()
+    task = asyncio.create_task(session.execute("import time\nprint('started', flush=True)\ntime.sleep(30)",
+                                               on_output=lambda _: started.set()))
+    await asyncio.wait_for(started.wait(), 60)  # running: the cancel interrupts code, not a request unsent
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -303,13 +305,20 @@ async def test_stream_flood_is_capped_with_a_notice(make_session):
 @pytest.mark.slow
 async def test_execution_cancelled_while_queued_never_runs(make_session):
     session = await make_session()
-    running = asyncio.create_task(session.execute("import time\ntime.sleep(3)\nfirst_done = True"))
-    await asyncio.sleep(0.5)
+    started = asyncio.Event()
+    # It runs until the test writes /mnt/data/go: the queued one is cancelled while this one surely runs.
+    running = asyncio.create_task(session.execute(
+        "import os, time\nprint('started', flush=True)\n"
+        "while not os.path.exists('/mnt/data/go'): time.sleep(0.05)\nfirst_done = True",
+        on_output=lambda _: started.set()))
+    await asyncio.wait_for(started.wait(), 60)
     queued = asyncio.create_task(session.execute("queued_ran = True"))
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0)  # it has asked for its turn
+    assert session.busy and not queued.done()
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
         await queued
+    await session.write_file("go", b"")
     first = await running
     assert first.outcome is Outcome.OK
     check = await session.execute("print('first_done' in globals(), 'queued_ran' in globals())")
