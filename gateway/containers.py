@@ -12,11 +12,11 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 import sandbox
 
@@ -26,7 +26,7 @@ from .pool import WarmPool
 from .store import ContainerFileRecord, ContainerRecord, FileRecord, Page, Store, new_id
 from .transfer import FileSource, collect_version, restore_files, save_files
 
-__all__ = ["MEMORY_LIMITS", "ContainerService", "SandboxDefaults", "SessionStarter"]
+__all__ = ["MEMORY_LIMITS", "ContainerService", "SandboxDefaults"]
 
 log = logging.getLogger("codeinterp.gateway")
 MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
@@ -44,18 +44,10 @@ class SandboxDefaults:
     pool_pause: float
 
 
-class SessionStarter(Protocol):
-    """How sessions are started: ``sandbox.Session.start``, or ``sandbox.testing.start_session`` in tests."""
-
-    def __call__(self, backend: sandbox.Backend, session_id: str, *, limits: sandbox.Limits,
-                 labels: dict[str, str]) -> Awaitable[sandbox.Session]: ...
-
-
 class ContainerService:
     def __init__(self, store: Store, files: FileService, backend: sandbox.Backend,
-                 defaults: SandboxDefaults, *, start: SessionStarter = sandbox.Session.start) -> None:
+                 defaults: SandboxDefaults) -> None:
         self.store, self.files, self.backend, self.defaults = store, files, backend, defaults
-        self._start = start
         self._live: dict[str, sandbox.Session] = {}
         self._leases: dict[str, int] = {}
         # Weak: a thread's lock lives while a request holds or waits on it, not for ever.
@@ -78,7 +70,7 @@ class ContainerService:
     # -- sandboxes and capacity ---------------------------------------------------
 
     async def _start_pooled(self) -> sandbox.Session:
-        return await self._start(self.backend, f"pool-{new_id('')[:12]}", limits=self.defaults.limits,
+        return await sandbox.Session.start(self.backend, f"pool-{new_id('')[:12]}", limits=self.defaults.limits,
                                  labels={**self.defaults.labels, "codeinterp.pooled": "1"})
 
     async def _new_session(self, container_id: str, memory_limit: str) -> sandbox.Session:
@@ -102,7 +94,7 @@ class ContainerService:
                                  retry_after=5)
             await asyncio.sleep(0.25)
         try:
-            return await self._start(
+            return await sandbox.Session.start(
                 self.backend, container_id, limits=replace(self.defaults.limits, memory=memory_limit),
                 labels={**self.defaults.labels, "codeinterp.container": container_id})
         except BaseException:

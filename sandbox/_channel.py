@@ -31,16 +31,44 @@ from typing import Any, Protocol
 
 from ._errors import KernelStartError
 
-__all__ = ["Channel", "KernelChannel", "Message", "Pipe"]
+__all__ = ["CHANNELS", "DELIM", "HELLO", "Channel", "KernelChannel", "Message", "Pipe", "decode_frames",
+           "encode_record", "sign"]
 
 log = logging.getLogger("codeinterp.sandbox")
 
 Channel = str  # "shell", "iopub", "stdin" or "control"
-_CHANNELS: tuple[Channel, ...] = ("shell", "iopub", "stdin", "control")
-_HELLO = 9
+CHANNELS: tuple[Channel, ...] = ("shell", "iopub", "stdin", "control")  # record channel bytes 0..3
+HELLO = 9
 _LEN = struct.Struct(">I")
-_DELIM = b"<IDS|MSG>"
+DELIM = b"<IDS|MSG>"
 _MAX_RECORD = 1 << 30  # a record longer than this means the stream is corrupt
+
+
+def sign(key: bytes, *parts: bytes) -> bytes:
+    """The hex HMAC-SHA256 of a message's header, parent, metadata and content frames."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(part)
+    return mac.hexdigest().encode()
+
+
+def encode_record(channel: int, frames: list[bytes]) -> bytes:
+    """One relay record: length, channel byte, then each frame with its length."""
+    record = [b"", bytes((channel,))]
+    for frame in frames:
+        record += [_LEN.pack(len(frame)), frame]
+    record[0] = _LEN.pack(sum(len(p) for p in record))
+    return b"".join(record)
+
+
+def decode_frames(body: bytes) -> tuple[int, list[bytes]]:
+    """The channel byte and frames of one record's body (without its length)."""
+    frames, pos = [], 1
+    while pos < len(body):
+        (size,) = _LEN.unpack_from(body, pos)
+        frames.append(body[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return body[0], frames
 
 
 class Pipe(Protocol):
@@ -83,10 +111,7 @@ class KernelChannel:
     # -- sending ---------------------------------------------------------------
 
     def _sign(self, *parts: bytes) -> bytes:
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        for part in parts:
-            mac.update(part)
-        return mac.hexdigest().encode()
+        return sign(self._key, *parts)
 
     async def request(self, channel: Channel, msg_type: str, content: Mapping[str, Any],
                       *, listener: Listener | None = None) -> str:
@@ -96,16 +121,12 @@ class KernelChannel:
                              "session": self._session, "date": datetime.now(UTC).isoformat(),
                              "version": "5.3"}).encode()
         parts = [header, b"{}", b"{}", json.dumps(content).encode()]
-        frames = [_DELIM, self._sign(*parts), *parts]
+        frames = [DELIM, self._sign(*parts), *parts]
         if listener is not None:
             self._listeners[msg_id] = listener
         self._replies[msg_id] = asyncio.get_running_loop().create_future()
-        record = [b"", bytes((_CHANNELS.index(channel),))]
-        for frame in frames:
-            record += [_LEN.pack(len(frame)), frame]
-        record[0] = _LEN.pack(sum(len(p) for p in record))
         try:
-            await self._pipe.send(b"".join(record))
+            await self._pipe.send(encode_record(CHANNELS.index(channel), frames))
         except (OSError, ConnectionError) as exc:
             self.forget(msg_id)
             raise KernelStartError(f"the channel to the kernel is closed ({exc})") from exc
@@ -167,16 +188,12 @@ class KernelChannel:
                 self._hello.exception()  # retrieved: a start that never waits must not warn
 
     def _dispatch(self, body: bytes) -> None:
-        channel_byte, frames, pos = body[0], [], 1
-        while pos < len(body):
-            (size,) = _LEN.unpack_from(body, pos)
-            frames.append(body[pos + 4:pos + 4 + size])
-            pos += 4 + size
-        if channel_byte == _HELLO:
+        channel_byte, frames = decode_frames(body)
+        if channel_byte == HELLO:
             if not self._hello.done():
                 self._hello.set_result(None)
             return
-        message = self._verify(_CHANNELS[channel_byte], frames)
+        message = self._verify(CHANNELS[channel_byte], frames)
         if message is None or message.parent_id is None:
             return
         if message.channel == "iopub":
@@ -190,7 +207,7 @@ class KernelChannel:
 
     def _verify(self, channel: Channel, frames: list[bytes]) -> Message | None:
         try:
-            start = frames.index(_DELIM) + 1
+            start = frames.index(DELIM) + 1
         except ValueError:
             log.warning("kernel channel: a message without a delimiter was dropped")
             return None

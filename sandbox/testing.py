@@ -6,38 +6,38 @@ without Docker, in milliseconds, and its races can be staged exactly::
 
     backend = FakeBackend()
     backend.start_gate.hold()                      # every start now waits here
-    starting = asyncio.create_task(start_session(backend, "s1"))
+    starting = asyncio.create_task(Session.start(backend, "s1"))
     await backend.start_gate.arrived()             # ... and this one has got there
     backend.start_gate.release()
     session = await starting
     assert backend.running == {session.host.name: session.host}
 
 Files are real: each host's /mnt/data is a directory under a temporary root, with the same
-checks as the real backends. Code is not run: ``execute`` hands it to the backend's
-``on_execute`` handler, which returns the outputs the execution should have.
-
-``start_session`` stands in for ``Session.start`` (same arguments), since a real start waits
-for a kernel to answer.
+checks as the real backends. Code is not run: the backend's ``connect`` gives the session a
+fake kernel that speaks the real kernel channel (signed Jupyter messages in relay records), and
+hands each execution's code to ``on_execute``, which returns the outputs it should have.
+So ``Session.start`` itself runs over it, channel and collector included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import shutil
 import tempfile
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO
 
-from ._backend import Backend, KernelHost, Limits, MountedFiles, SessionSpec
+from ._backend import KernelHost, MountedFiles, SessionSpec
+from ._channel import CHANNELS, DELIM, HELLO, Pipe, decode_frames, encode_record, sign
 from ._datadir import DataDir
-from ._kernel import Collector, KernelClient, Turn
+from ._errors import KernelStartError
 from ._results import Display, ExecutionError, FileInfo, KernelExit, Notice, Output, Stream
-from ._session import Session
 
-__all__ = ["FakeBackend", "Gate", "start_session"]
+__all__ = ["FakeBackend", "Gate"]
 
 Executor = Callable[[str], Awaitable[Sequence[Output]]]
 
@@ -114,7 +114,7 @@ class FakeBackend(MountedFiles):
         name = f"fake-{uuid.uuid4().hex[:12]}"
         data = DataDir(self.root / name)
         data.create()
-        host = KernelHost(session_id=spec.session_id, name=name, connection_info={}, data=data)
+        host = KernelHost(session_id=spec.session_id, name=name, key=secrets.token_hex(16), data=data)
         self.running[name] = host
         return host
 
@@ -131,6 +131,11 @@ class FakeBackend(MountedFiles):
 
     async def restart(self, host: KernelHost) -> None:
         self._cancel_jobs(host)
+
+    async def connect(self, host: KernelHost) -> Pipe:
+        if host.name not in self.running:
+            raise KernelStartError(f"fake host {host.name} is not running")
+        return _FakeKernel(self, host)
 
     async def poll(self, host: KernelHost) -> KernelExit | None:
         return None if host.name in self.running else KernelExit(exit_code=None)
@@ -168,73 +173,81 @@ class FakeBackend(MountedFiles):
             job.cancel()
 
 
-class _StandInKernel:
-    """What ``Session`` asks of a kernel connection, answered by the fake backend's jobs."""
+class _FakeKernel:
+    """A ``Pipe`` whose far end is a kernel made of ``FakeBackend.on_execute``.
+
+    It answers as ipykernel does: a kernel_info reply with a status on iopub; for an execution,
+    busy, execute_input, the outputs, idle, and the execute_reply. An interrupted execution
+    (its job cancelled) goes idle with nothing more to say.
+    """
 
     def __init__(self, backend: FakeBackend, host: KernelHost) -> None:
-        self._backend, self._host = backend, host
-        self._jobs: dict[str, asyncio.Task[Sequence[Output]]] = {}
+        self._backend, self._host, self._key = backend, host, host.key.encode()
+        self._out: asyncio.Queue[bytes] = asyncio.Queue()
+        self._out.put_nowait(encode_record(HELLO, [b'{"relay": 1}']))
+        self._pending = bytearray()
+        self._count = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, code: str) -> str:
-        msg_id = uuid.uuid4().hex
-        self._jobs[msg_id] = self._backend._submit(self._host, code)
-        return msg_id
+    async def receive(self) -> bytes:
+        return await self._out.get()
 
-    async def follow(self, msg_id: str, collector: Collector, deadline: float,
-                     alive: Callable[[], Awaitable[bool]], stop: asyncio.Event | None) -> Turn:
-        job = self._jobs[msg_id]
-        stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
-        try:
-            await asyncio.wait({job} | ({stopped} if stopped else set()),
-                               timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if stopped is not None:
-                stopped.cancel()
-        if not job.done():
-            return Turn(idle=False)
-        del self._jobs[msg_id]
-        if not job.cancelled():  # an interrupted job ends idle with nothing more to say
-            for output in job.result():
-                _feed(collector, output)
-        return Turn(idle=True)
+    async def send(self, data: bytes) -> None:
+        self._pending += data
+        while len(self._pending) >= 4:
+            size = int.from_bytes(self._pending[:4], "big")
+            if len(self._pending) < 4 + size:
+                return
+            channel, frames = decode_frames(bytes(self._pending[4:4 + size]))
+            del self._pending[:4 + size]
+            start = frames.index(DELIM) + 1
+            header, content = json.loads(frames[start + 1]), json.loads(frames[start + 4])
+            self._answer(CHANNELS[channel], header, content)
 
-    async def wait_ready(self, timeout: float, alive: Callable[[], Awaitable[bool]]) -> None:
-        return None
+    def _publish(self, channel: str, msg_type: str, parent: dict[str, Any], content: dict[str, Any]) -> None:
+        header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": "fake", "username": "fake",
+                  "date": "", "version": "5.3"}
+        parts = [json.dumps(header).encode(), json.dumps(parent).encode(), b"{}", json.dumps(content).encode()]
+        self._out.put_nowait(encode_record(CHANNELS.index(channel), [DELIM, sign(self._key, *parts), *parts]))
 
-    def reconnect(self) -> None:
-        return None
+    def _answer(self, channel: str, header: dict[str, Any], content: dict[str, Any]) -> None:
+        kind = header["msg_type"]
+        if kind == "kernel_info_request":
+            self._publish("iopub", "status", header, {"execution_state": "busy"})
+            self._publish(channel, "kernel_info_reply", header, {"status": "ok"})
+            self._publish("iopub", "status", header, {"execution_state": "idle"})
+        elif kind == "execute_request" and content.get("silent"):
+            self._publish(channel, "execute_reply", header, {"status": "ok"})
+        elif kind == "execute_request":
+            task = asyncio.ensure_future(self._execute(header, str(content.get("code", ""))))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    def close(self) -> None:
-        for job in self._jobs.values():
-            job.cancel()
-        self._jobs.clear()
+    async def _execute(self, parent: dict[str, Any], code: str) -> None:
+        self._count += 1
+        self._publish("iopub", "status", parent, {"execution_state": "busy"})
+        self._publish("iopub", "execute_input", parent, {"code": code, "execution_count": self._count})
+        job = self._backend._submit(self._host, code)
+        await asyncio.wait({job})
+        outputs = () if job.cancelled() else job.result()  # a cancelled job: interrupted
+        for output in outputs:
+            self._emit(parent, output)
+        self._publish("iopub", "status", parent, {"execution_state": "idle"})
+        self._publish("shell", "execute_reply", parent, {"status": "ok", "execution_count": self._count})
 
+    def _emit(self, parent: dict[str, Any], output: Output) -> None:
+        if isinstance(output, Stream):
+            self._publish("iopub", "stream", parent, {"name": output.name, "text": output.text})
+        elif isinstance(output, Display):
+            kind = "execute_result" if output.is_result else "display_data"
+            self._publish("iopub", kind, parent, {"data": dict(output.data), "metadata": dict(output.metadata)})
+        elif isinstance(output, ExecutionError):
+            self._publish("iopub", "error", parent, {"ename": output.name, "evalue": output.value,
+                                                    "traceback": list(output.traceback)})
+        elif isinstance(output, Notice):
+            self._publish("iopub", "stream", parent, {"name": "stderr", "text": output.text})
 
-def _feed(collector: Collector, output: Output) -> None:
-    if isinstance(output, Stream):
-        collector.stream(output.name, output.text)
-    elif isinstance(output, Display):
-        collector.display(output.data, output.metadata, output.is_result)
-    elif isinstance(output, ExecutionError):
-        collector.error({"ename": output.name, "evalue": output.value, "traceback": list(output.traceback)})
-    elif isinstance(output, Notice):
-        collector.notice(output.text)
-
-
-async def start_session(backend: Backend, session_id: str, *, limits: Limits | None = None,
-                        labels: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                        files: Iterable[tuple[str, bytes | BinaryIO]] = ()) -> Session:
-    """``Session.start`` for a ``FakeBackend``: a real session, with a stand-in for its kernel."""
-    if not isinstance(backend, FakeBackend):
-        raise TypeError("start_session needs a FakeBackend; use Session.start for a real backend")
-    limits = limits or Limits()
-    host = await backend.start(SessionSpec(session_id=session_id, limits=limits, labels=labels or {},
-                                           env=env or {}))
-    try:
-        session = Session(backend, host, cast(KernelClient, _StandInKernel(backend, host)), limits)
-        for name, data in files:
-            await session.write_file(name, data)
-    except BaseException:
-        await asyncio.shield(backend.stop(host))
-        raise
-    return session
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self._out.put_nowait(b"")

@@ -15,7 +15,7 @@ from gateway.calls import CallService
 from gateway.containers import ContainerService, SandboxDefaults
 from gateway.files import FileService
 from gateway.store import ContainerRecord, Store
-from sandbox.testing import FakeBackend, Gate, start_session
+from sandbox.testing import FakeBackend, Gate
 
 __all__ = ["OWNER", "GatedStore", "Harness", "chunks", "harness", "harnessed", "settle"]
 
@@ -43,7 +43,7 @@ class Harness:
         self.files = FileService(self.store, self.blobs, 1 << 20)
         self.service = ContainerService(self.store, self.files, self.backend, SandboxDefaults(
             limits=sandbox.Limits(), labels={}, max_file_ids=20, thread_expiry_minutes=60,
-            max_sandboxes=max_sandboxes, capacity_wait=0.5, pool_size=0, pool_pause=0), start=start_session)
+            max_sandboxes=max_sandboxes, capacity_wait=0.5, pool_size=0, pool_pause=0))
         self.calls = CallService(self.store, self.files, self.service, default_timeout=30, max_timeout=60)
 
     async def thread_call(self, thread_id: str) -> tuple[str, bool]:

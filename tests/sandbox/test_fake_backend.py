@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from sandbox import Backend, Display, ExecutionError, KernelStartError, Outcome, Output, Stream
-from sandbox.testing import FakeBackend, start_session
+from sandbox import Backend, Display, ExecutionError, KernelStartError, Outcome, Output, Session, Stream
+from sandbox.testing import FakeBackend
 
 
 async def echo(code: str) -> Sequence[Output]:
@@ -26,7 +26,7 @@ async def backend() -> AsyncIterator[FakeBackend]:
 
 async def test_it_is_a_backend_and_its_sessions_run_the_handler(backend: FakeBackend) -> None:
     assert isinstance(backend, Backend)
-    session = await start_session(backend, "s", files=[("in.csv", b"a\n")])
+    session = await Session.start(backend, "s", files=[("in.csv", b"a\n")])
     result = await session.execute("hello")
     assert (result.outcome, result.stdout, result.displays[0].text) == (Outcome.OK, "hello\n", "1")
     assert (await session.execute("raise")).outcome is Outcome.ERROR
@@ -37,7 +37,7 @@ async def test_it_is_a_backend_and_its_sessions_run_the_handler(backend: FakeBac
 
 
 async def test_a_held_execution_can_be_stopped_or_time_out(backend: FakeBackend) -> None:
-    session = await start_session(backend, "s")
+    session = await Session.start(backend, "s")
     backend.execute_gate.hold()
     stop = asyncio.Event()
     running = asyncio.create_task(session.execute("slow", stop=stop))
@@ -54,5 +54,5 @@ async def test_a_held_execution_can_be_stopped_or_time_out(backend: FakeBackend)
 async def test_a_failing_start_raises_and_leaves_nothing_running(backend: FakeBackend) -> None:
     backend.start_gate.fail_with(KernelStartError("no kernel"))
     with pytest.raises(KernelStartError):
-        await start_session(backend, "s")
+        await Session.start(backend, "s")
     assert backend.running == {} and len(backend.started) == 1
