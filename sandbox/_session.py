@@ -112,9 +112,9 @@ class Session:
     async def _queued(self, code: str, timeout: float, sink: OutputSink | None,
                       stop: asyncio.Event) -> ExecutionResult:
         waited = time.monotonic()
-        try:
-            await asyncio.wait_for(self._lock.acquire(), timeout)
-        except TimeoutError:
+        if not await self._turn(timeout, stop):
+            if stop.is_set():  # cancelled while it waited for its turn: never submitted
+                return ExecutionResult(outcome=Outcome.CANCELLED, duration=time.monotonic() - waited)
             notice = Notice(f"Execution did not start within {timeout:g} s: the sandbox was busy with "
                             "another execution. Try again.")
             if sink is not None:
@@ -127,6 +127,29 @@ class Session:
             return await self._execute(code, timeout, waited + timeout, sink, stop)
         finally:
             self._lock.release()
+
+    async def _turn(self, timeout: float, stop: asyncio.Event) -> bool:
+        """Take the lock within ``timeout``; give up at once when ``stop`` is set. True if taken."""
+        acquiring = asyncio.ensure_future(self._lock.acquire())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((acquiring, stopping), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            if acquiring.done() and not acquiring.cancelled():
+                self._lock.release()
+            raise
+        finally:
+            stopping.cancel()
+            if not acquiring.done():
+                acquiring.cancel()
+                await asyncio.wait((acquiring,))  # let the cancel land, or see that it won first
+        if acquiring.cancelled():
+            return False
+        taken = acquiring.result()  # it may have won just as we gave up: then the lock is ours
+        if stop.is_set():
+            self._lock.release()
+            return False
+        return taken
 
     async def _execute(self, code: str, timeout: float, deadline: float, sink: OutputSink | None,
                        stop: asyncio.Event) -> ExecutionResult:

@@ -325,6 +325,27 @@ async def test_execution_cancelled_while_queued_never_runs(make_session):
     assert check.stdout == "True False\n"
 
 
+async def test_a_queued_execution_stopped_ends_before_the_one_ahead_of_it(make_session):
+    session = await make_session()
+    started = asyncio.Event()
+    running = asyncio.create_task(session.execute(
+        "import os, time\nprint('started', flush=True)\n"
+        "while not os.path.exists('/mnt/data/go'): time.sleep(0.05)",
+        on_output=lambda _: started.set()))
+    await asyncio.wait_for(started.wait(), 60)
+    stop = asyncio.Event()
+    queued = asyncio.create_task(session.execute("queued_ran = True", stop=stop))
+    await asyncio.sleep(0)
+    stop.set()
+    result = await asyncio.wait_for(queued, 30)  # the one ahead still runs: it waits for /mnt/data/go
+    assert result.outcome is Outcome.CANCELLED
+    assert not running.done()
+    await session.write_file("go", b"")
+    assert (await running).outcome is Outcome.OK
+    check = await session.execute("print('queued_ran' in globals())")
+    assert check.stdout == "False\n"
+
+
 async def test_closed_session_refuses_work(make_session):
     session = await make_session()
     await session.close()
