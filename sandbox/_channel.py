@@ -199,7 +199,12 @@ class KernelChannel:
         if message.channel == "iopub":
             listener = self._listeners.get(message.parent_id)
             if listener is not None:
-                listener(message)
+                try:
+                    listener(message)
+                except Exception:  # a caller's output sink must not end the channel for all
+                    log.exception("kernel channel: the listener for %s failed; it gets no more messages",
+                                  message.parent_id)
+                    self._listeners.pop(message.parent_id, None)
             return
         future = self._replies.get(message.parent_id)
         if future is not None and not future.done():

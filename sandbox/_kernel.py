@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ._results import Display, ExecutionError, Notice, Output, Stream
 __all__ = ["Collector", "KernelClient", "OutputSink", "Turn"]
 
 OutputSink = Callable[[Output], None]
+log = logging.getLogger("codeinterp.sandbox")
 _POLL = 0.5  # seconds between liveness checks while the kernel is busy
 # Run silently in every fresh kernel. ipykernel 7 stamps a thread's output with the parent header
 # of whatever cell runs when it writes, so a thread left printing would leak into later calls. Each
@@ -131,7 +133,11 @@ class Collector:
             self._close_tail()
             self._done.append(output)
         if self.sink is not None:
-            self.sink(output)
+            try:
+                self.sink(output)
+            except Exception:  # the caller's sink failing must not lose the execution
+                log.exception("an output sink failed; it gets no more outputs of this execution")
+                self.sink = None
 
     @property
     def has_error(self) -> bool:

@@ -233,9 +233,9 @@ async def test_cancelled_execution_leaves_session_usable(make_session):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    started = time.monotonic()
+    began = time.monotonic()
     result = await session.execute("print('ok')\nkept")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - began < 10
     assert result.outcome is Outcome.OK
     assert result.stdout == "ok\n"
     assert result.displays[0].text == "5"

@@ -24,3 +24,15 @@ async def test_mnt_data_in_code_is_the_session_data_dir(make_session, local_back
     assert result.stdout == "hello from the host\n"
     assert [f.path for f in result.files] == ["y.txt"]
     assert await session.read_file("y.txt") == b"from code"
+
+
+async def test_a_failing_output_sink_does_not_break_the_session(make_session, local_backend) -> None:
+    session = await make_session(backend=local_backend)
+
+    def sink(_output: object) -> None:
+        raise RuntimeError("the caller's sink is broken")
+
+    await session.execute("print('to a broken sink')", on_output=sink)
+    after = await session.execute("print('next')")
+    assert after.stdout == "next\n"
+    assert not after.kernel_restarted
