@@ -385,3 +385,24 @@ def test_a_restart_marks_a_background_call_incomplete_with_its_logs(start_server
         logs = "".join(o["logs"] for o in call["code_interpreter"]["outputs"] if o["type"] == "logs")
         assert logs.startswith("working\n")
         assert_openai_error(http.post(f"/v1/containers/{container_id}/calls/{call_id}/cancel"), 409)
+
+
+def test_a_streamed_background_call_runs_on_when_the_client_goes(http: httpx.Client, thread: str) -> None:
+    item_id = None
+    with http.stream("POST", calls_path(thread), json={"input": WAIT_FOR_GO, "stream": True, "background": True,
+                                                       "format": "responses"}) as response:
+        assert response.status_code == 200
+        for _, data, _ in sse_events(response):
+            event = json.loads(data)
+            item_id = event["item_id"]
+            if event["type"] == "codeinterp.code_interpreter_call.logs.delta":
+                break  # hang up mid-call
+    assert item_id is not None
+    one = f"{calls_path(thread)}/{item_id}"
+    container_id = http.get(one).json()["container_id"]
+    go = http.post(f"/v1/containers/{container_id}/files", files={"file": ("go", b"")})
+    assert go.status_code == 200, go.text
+    done = wait_until(lambda: http.get(one, params={"format": "responses"}).json(),
+                      lambda item: item["status"] != "in_progress")
+    checked_item(done)
+    assert done["status"] == "completed" and logs_of(done) == "one\ntwo\n"
