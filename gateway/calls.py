@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -15,9 +16,10 @@ from urllib.parse import unquote
 import sandbox
 
 from .containers import ContainerService
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .files import FileService
-from .outcomes import error_of
+from .outcomes import error_of, stopped_error
+from .responses import call_id_of
 from .store import ContainerRecord, Page, Store, new_id
 from .transfer import keep_file
 
@@ -29,6 +31,8 @@ RESTORED = ("[This sandbox had expired and was started again: Python variables w
             "but the files in /mnt/data are in place.]")
 _RICH = ("text/html", "image/svg+xml", "application/json")
 _LINK = re.compile(r"sandbox:(/mnt/data/[^\s()\[\]<>\"'`]+)")
+PROGRESS_INTERVAL = 0.5  # seconds between two writes of a background call's partial body
+SHUTDOWN_INTERRUPT_WAIT = 20.0  # seconds shutdown waits for interrupted calls to record their end
 
 
 @dataclass
@@ -48,7 +52,12 @@ class CallRun:
     log_parts: list[str] = field(default_factory=list)  # joined once per body: appending is linear
     restored: bool = False  # the sandbox had expired and was started again with its files
     streamed: bool = False  # someone reads ``deltas``; otherwise nothing is queued (they would pile up)
+    background: bool = False  # runs on without a client; its partial body is written as it grows
+    stop_reason: str | None = None  # "cancelled" or "shutdown" when the gateway stopped it on purpose
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # outputs grew since the last write
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once its end is about to be recorded
     task: asyncio.Task[dict[str, Any]] | None = None
+    progress: asyncio.Task[None] | None = None
 
     def tool_call(self, outputs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "type": "code_interpreter",
@@ -77,10 +86,11 @@ class CallService:
                  default_timeout: float, max_timeout: float) -> None:
         self.store, self.files, self.containers = store, files, containers
         self.default_timeout, self.max_timeout = default_timeout, max_timeout
+        self._running: dict[str, CallRun] = {}  # by call id, until the call's end is recorded
 
     async def start(self, owner: str, record: ContainerRecord, session: sandbox.Session, *, code: str,
                     file_ids: Sequence[str], timeout: float | None, thread_id: str | None = None,
-                    restored: bool = False, stream: bool = False) -> CallRun:
+                    restored: bool = False, stream: bool = False, background: bool = False) -> CallRun:
         """Validate, place files, record the call as in progress, and start running it.
 
         ``session`` is leased by the caller; the lease is released when the call ends.
@@ -94,13 +104,16 @@ class CallService:
             # No touch here: the lease keeps the sandbox from expiring, and the end of the call touches it.
             await self.containers.place_missing(owner, record, session, file_ids)
             run = CallRun(id=new_id("call_"), code=code, container_id=record.id, thread_id=thread_id,
-                          created_at=int(time.time()), restored=restored, streamed=stream)
+                          created_at=int(time.time()), restored=restored, streamed=stream, background=background)
             await self.store.add_call(run.id, record.id, "in_progress", run.body("in_progress"))
             run.emit({"index": 0, "id": run.id, "type": "code_interpreter",
                                    "code_interpreter": {"input": code, "outputs": []}})
             if restored:
                 await self._consume(owner, run, sandbox.Notice(RESTORED))
             run.task = asyncio.create_task(self._run(owner, record, session, run, seconds))
+            self._running[run.id] = run
+            if background:
+                run.progress = asyncio.create_task(self._save_progress(run))
         except BaseException:
             self.containers.release(record.id)
             raise
@@ -111,7 +124,29 @@ class CallService:
         try:
             return await self._execute(owner, record, session, run, timeout)
         finally:
+            self._running.pop(run.id, None)
             self.containers.release(record.id)
+
+    async def _save_progress(self, run: CallRun) -> None:
+        """Write a background call's partial body as it grows, so a crash leaves its logs so far."""
+        while not run.ended.is_set():
+            await run.changed.wait()
+            if run.ended.is_set():
+                return
+            run.changed.clear()
+            await self.store.finish_call(run.id, "in_progress", run.body("in_progress"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.ended.wait(), PROGRESS_INTERVAL)
+
+    async def _finish(self, run: CallRun, body: dict[str, Any], container_id: str | None = None,
+                      last_active_at: float | None = None) -> None:
+        """Record the call's end, after any progress write in flight, so the end is the last write."""
+        run.ended.set()
+        run.changed.set()
+        if run.progress is not None:
+            with contextlib.suppress(Exception):
+                await run.progress
+        await self.store.finish_call(run.id, body["status"], body, container_id, last_active_at)
 
     async def _execute(self, owner: str, record: ContainerRecord, session: sandbox.Session, run: CallRun,
                        timeout: float) -> dict[str, Any]:
@@ -137,6 +172,8 @@ class CallService:
             result = execution.result()
             files = await self._collect(owner, record, session, result.files)
             code, message = error_of(result)
+            if result.outcome is sandbox.Outcome.CANCELLED and run.stop_reason is not None:
+                code, message = stopped_error(run.stop_reason, result)
             status = "completed" if result.outcome in (sandbox.Outcome.OK, sandbox.Outcome.ERROR) else "incomplete"
             body = run.body(status, {"code": code, "message": message} if code else None, files,
                             int(time.time()), result.execution_count)
@@ -145,10 +182,10 @@ class CallService:
             body = run.body("failed", {"code": "sandbox_error", "message": str(exc)}, (), int(time.time()))
         except BaseException:
             body = run.body("failed", {"code": "sandbox_error", "message": "internal error"}, (), int(time.time()))
-            await asyncio.shield(self.store.finish_call(run.id, "failed", body))
+            await asyncio.shield(self._finish(run, body))
             run.emit(None)
             raise
-        await self.store.finish_call(run.id, body["status"], body, record.id, time.time())
+        await self._finish(run, body, record.id, time.time())
         log.info("call finished", extra={"call_id": run.id, "container_id": record.id, "status": body["status"],
                                          "duration_ms": round((time.monotonic() - started) * 1000),
                                          "outputs": len(run.outputs), "files": len(body["files"])})
@@ -173,6 +210,7 @@ class CallService:
             run.logs_index = len(run.outputs)
             run.outputs.append({"type": "logs", "logs": ""})
         run.log_parts.append(text)
+        run.changed.set()
         run.emit(run.delta({"index": run.logs_index, "type": "logs", "logs": text}))
 
     async def _image(self, owner: str, run: CallRun, extension: str, data: bytes) -> None:
@@ -181,6 +219,7 @@ class CallService:
                                              BytesIO(data))
         item = {"type": "image", "image": {"file_id": stored.id}}
         run.outputs.append(item)
+        run.changed.set()
         run.emit(run.delta({"index": index, **item}))
 
     async def _collect(self, owner: str, record: ContainerRecord, session: sandbox.Session,
@@ -203,14 +242,53 @@ class CallService:
         assert run.task is not None
         return await asyncio.shield(run.task)
 
+    def _live(self, record: ContainerRecord, call_id: str) -> CallRun | None:
+        run = self._running.get(call_id)
+        return run if run is not None and run.container_id == record.id else None
+
     async def get(self, record: ContainerRecord, call_id: str) -> dict[str, Any]:
+        """The call; one still running shows its outputs so far (``ci_`` ids name the same call)."""
+        call_id = call_id_of(call_id)
+        if (run := self._live(record, call_id)) is not None:
+            return run.body("in_progress")
         call = await self.store.get_call(record.id, call_id)
         if call is None:
             raise NotFound(f"No such call: {call_id}", param="call_id")
         return call.body
 
-    async def history(self, record: ContainerRecord, *, limit: int, order: str, after: str | None) -> Page:
-        return await self.store.list_calls(record.id, limit=limit, order=order, after=after)
+    async def history(self, record: ContainerRecord, *, limit: int, order: str,
+                      after: str | None) -> Page:
+        page = await self.store.list_calls(record.id, limit=limit, order=order,
+                                           after=call_id_of(after) if after else None)
+        bodies = [run.body("in_progress") if (run := self._live(record, c.id)) else c.body for c in page.data]
+        return Page(data=bodies, has_more=page.has_more)
+
+    async def cancel(self, record: ContainerRecord, call_id: str) -> dict[str, Any]:
+        """Interrupt a running call; it ends incomplete (``cancelled``) with its outputs and files so far."""
+        call_id = call_id_of(call_id)
+        run = self._live(record, call_id)
+        if run is None:
+            call = await self.store.get_call(record.id, call_id)
+            if call is None:
+                raise NotFound(f"No such call: {call_id}", param="call_id")
+            raise Conflict(f"Call {call_id} is {call.status}; only a call in progress can be cancelled.",
+                           param="call_id")
+        run.stop_reason = run.stop_reason or "cancelled"
+        run.stop.set()
+        log.info("call cancelled", extra={"call_id": run.id, "container_id": record.id})
+        return await self.wait(run)
+
+    async def shutdown(self, grace: float) -> None:
+        """Let running calls finish for ``grace`` seconds, then interrupt the rest and record them."""
+        tasks = {run.task for run in self._running.values() if run.task is not None}
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for run in list(self._running.values()):
+            run.stop_reason = "shutdown"
+            run.stop.set()
+        if pending:
+            await asyncio.wait(pending, timeout=SHUTDOWN_INTERRUPT_WAIT)
 
     async def annotate(self, record: ContainerRecord | None, text: str) -> list[dict[str, Any]]:
         if record is None:

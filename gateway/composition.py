@@ -68,7 +68,8 @@ class Gateway:
         containers = ContainerService(self.store, files, self.backend, SandboxDefaults(
             limits=limits, labels={"codeinterp.instance": self.instance}, max_file_ids=s.max_file_ids,
             thread_expiry_minutes=s.thread_expiry_minutes, max_sandboxes=s.sandbox_limit,
-            capacity_wait=s.capacity_wait, pool_size=s.pool_size, pool_pause=s.pool_pause))
+            capacity_wait=s.capacity_wait, pool_size=s.pool_size, pool_pause=s.pool_pause,
+            host_memory=s.host_memory))
         calls = CallService(self.store, files, containers, s.default_timeout, s.max_timeout)
         return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys))
 
@@ -147,6 +148,8 @@ class Gateway:
     async def shutdown(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        # Background calls have no request for uvicorn to wait on: they get the same grace here.
+        await self.services.calls.shutdown(self.settings.shutdown_grace)
         await self.services.containers.close_all()
         await self.store.close()
         await self.backend.aclose()

@@ -42,6 +42,7 @@ class SandboxDefaults:
     capacity_wait: float  # seconds a new sandbox waits for room before 429
     pool_size: int
     pool_pause: float
+    host_memory: int = 0  # bytes of RAM on this host: no container may ask for more; 0 skips the check
 
 
 class ContainerService:
@@ -153,9 +154,7 @@ class ContainerService:
 
     async def create(self, owner: str, *, name: str, file_ids: Sequence[str] = (), expires_minutes: float = 20,
                      memory_limit: str = "1g", thread_id: str | None = None) -> ContainerRecord:
-        if memory_limit not in MEMORY_LIMITS:
-            raise BadRequest(f"Invalid memory_limit {memory_limit!r}; use one of {', '.join(MEMORY_LIMITS)}.",
-                             param="memory_limit")
+        self.check_memory_limit(memory_limit)
         stored = await self.check_file_ids(owner, file_ids)
         container_id = new_id("cntr_")
         session = await self._new_session(container_id, memory_limit)
@@ -178,6 +177,17 @@ class ContainerService:
         self._adopt(container_id, session)
         log.info("container created", extra={"container_id": container_id, "files": len(stored)})
         return record
+
+    def check_memory_limit(self, memory_limit: str) -> None:
+        """BadRequest for a memory_limit OpenAI does not offer, or one larger than this host's RAM."""
+        if memory_limit not in MEMORY_LIMITS:
+            raise BadRequest(f"Invalid memory_limit {memory_limit!r}; use one of {', '.join(MEMORY_LIMITS)}.",
+                             param="memory_limit")
+        host = self.defaults.host_memory
+        if host and sandbox.parse_size(memory_limit) > host:
+            fits = [m for m in MEMORY_LIMITS if sandbox.parse_size(m) <= host]
+            raise BadRequest(f"memory_limit {memory_limit} is more than this host has ({host / (1 << 30):.1f} GiB "
+                             f"of RAM); use {' or '.join(fits) or 'a smaller limit'}.", param="memory_limit")
 
     async def check_file_ids(self, owner: str, file_ids: Sequence[str]) -> list[FileRecord]:
         """The stored files, or BadRequest for too many and NotFound for one that is not the owner's."""
@@ -217,14 +227,24 @@ class ContainerService:
             await self.store.update_container(record.id, status="deleted", thread_id=None)
         log.info("container deleted", extra={"container_id": record.id})
 
-    async def thread_session(self, owner: str, thread_id: str) -> tuple[ContainerRecord, sandbox.Session, bool]:
-        """The thread's leased session: made on first use, restored after expiry (True), never made twice."""
+    async def thread_session(self, owner: str, thread_id: str, *, memory_limit: str | None = None,
+                             ) -> tuple[ContainerRecord, sandbox.Session, bool]:
+        """The thread's leased session: made on first use, restored after expiry (True), never made twice.
+
+        ``memory_limit`` is for a new sandbox; it is fixed for a container's life, so asking an
+        existing one for another is a Conflict.
+        """
         async with self._thread_lock(owner, thread_id):
             record = await self.store.container_for_thread(owner, thread_id)
             restored = False
             if record is None:
                 record = await self.create(owner, name=f"thread {thread_id}", thread_id=thread_id,
-                                           expires_minutes=self.defaults.thread_expiry_minutes)
+                                           expires_minutes=self.defaults.thread_expiry_minutes,
+                                           memory_limit=memory_limit or "1g")
+            elif memory_limit is not None and memory_limit != record.memory_limit:
+                raise Conflict(f"Thread {thread_id}'s container has memory_limit {record.memory_limit}, fixed for "
+                               f"its life; end it (DELETE /v1/threads/{thread_id}/code_interpreter) to get "
+                               f"{memory_limit}.", param="container.memory_limit")
             elif record.id not in self._live:
                 record = await self._restore(record)
                 restored = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sandbox
 
-__all__ = ["error_code", "error_of"]
+__all__ = ["error_code", "error_of", "stopped_error"]
 
 _ERRORS: dict[sandbox.Outcome, tuple[str, str]] = {
     sandbox.Outcome.TIMEOUT: ("timeout", "The execution timed out and was interrupted."),
@@ -26,3 +26,12 @@ def error_code(outcome: sandbox.Outcome) -> str | None:
     if outcome is sandbox.Outcome.ERROR:
         return "execution_error"
     return _ERRORS[outcome][0] if outcome in _ERRORS else None
+
+
+def stopped_error(reason: str, result: sandbox.ExecutionResult) -> tuple[str, str]:
+    """The error of an execution the gateway stopped on purpose: ``cancelled`` by a client, or ``shutdown``."""
+    if reason == "shutdown":
+        return "sandbox_error", "The gateway restarted; the execution was interrupted."
+    kept = ("it did not stop, so the kernel was restarted: variables were lost, files in /mnt/data are kept."
+            if result.kernel_restarted else "variables and files are kept.")
+    return "cancelled", f"The call was cancelled and the execution interrupted; {kept}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,10 +10,14 @@ from .store import ContainerFileRecord, ContainerRecord, FileRecord
 
 __all__ = [
     "AnnotateRequest",
+    "AutoContainer",
+    "CallFormat",
     "CallRequest",
     "CreateContainerFileRequest",
     "CreateContainerRequest",
     "ExpiresAfter",
+    "ImageUrlMode",
+    "ThreadCallRequest",
     "container_file_object",
     "container_object",
     "file_object",
@@ -21,6 +25,10 @@ __all__ = [
 ]
 
 THREAD_ID = r"^[A-Za-z0-9_-]{1,128}$"
+# How a call is shown: an Assistants run-step tool call (as stored), or a Responses code_interpreter_call item.
+CallFormat = Literal["run_step", "responses"]
+# Responses images: an absolute URL of the file's content on this gateway, or the bytes inline as a data: URL.
+ImageUrlMode = Literal["gateway", "data"]
 
 
 class _Strict(BaseModel):
@@ -48,10 +56,28 @@ class CallRequest(_Strict):
     file_ids: list[str] = Field(default_factory=list)
     timeout: float | None = Field(None, gt=0, le=86_400)
     stream: bool = False
+    format: CallFormat = "run_step"
+    image_url: ImageUrlMode = "gateway"
+    # Answer at once with the call in progress; the call runs on, and GET .../calls/{id} follows it.
+    background: bool = False
+
+
+class AutoContainer(_Strict):
+    """The Responses tool's ``container: {"type": "auto"}``: the thread's active container, or a new one."""
+
+    type: Literal["auto"]
+    file_ids: list[str] = Field(default_factory=list)
+    memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
+
+
+class ThreadCallRequest(CallRequest):
+    # A container id runs the call in that container; "auto" (the default) in the thread's own.
+    container: Annotated[str, Field(min_length=1, max_length=64)] | AutoContainer | None = None
 
 
 class AnnotateRequest(_Strict):
     text: str = Field(..., max_length=1_000_000)
+    format: CallFormat = "run_step"
 
 
 def file_object(record: FileRecord) -> dict[str, Any]:

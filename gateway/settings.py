@@ -76,11 +76,16 @@ class Settings(BaseSettings):
         """max_sandboxes, or what this machine holds: 3/4 of RAM at 1 GiB each, 8 per core, 2 at least."""
         if self.max_sandboxes > 0:
             return self.max_sandboxes
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):
-            total = 4 << 30
+        total = self.host_memory or 4 << 30
         return max(2, min(int(total * 0.75) >> 30, 8 * (os.cpu_count() or 1)))
+
+    @property
+    def host_memory(self) -> int:
+        """Bytes of RAM on this machine; 0 when it cannot be read."""
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return 0
 
     @property
     def db_url(self) -> str:

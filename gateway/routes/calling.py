@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..calls import CallRun
-from .context import Services
+from ..responses import CallView, ImageUrls, stream_events
+from ..schemas import CallFormat, CallRequest, ImageUrlMode
+from .context import Services, owner_of
 
-__all__ = ["CALL_RESPONSES", "respond"]
+__all__ = ["CALL_RESPONSES", "View", "call_view", "respond"]
 
 # A call answers JSON, or Server-Sent Events when the request says "stream": true; both are documented.
 CALL_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
@@ -24,21 +27,62 @@ def _event(name: str, data: Any) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def respond(services: Services, run: CallRun, stream: bool) -> Response:
-    if not stream:
-        return JSONResponse(await services.calls.wait(run))
+def call_view(request: Request, owner: str, shape: CallFormat, image_url: ImageUrlMode) -> CallView:
+    """How this request wants calls shown; Responses image URLs point back at this gateway."""
+    services: Services = request.app.state.services
+    base = str(request.base_url).rstrip("/")
+    return CallView(shape, ImageUrls(services.files, owner, base, inline=image_url == "data"))
+
+
+def _view_query(request: Request, owner: Annotated[str, Depends(owner_of)],
+                shape: Annotated[CallFormat, Query(alias="format", description="run_step or responses")] = "run_step",
+                image_url: Annotated[ImageUrlMode, Query(description="Responses images: gateway or data")] = "gateway",
+                ) -> CallView:
+    return call_view(request, owner, shape, image_url)
+
+
+# The ?format= and ?image_url= of a route that returns calls.
+View = Annotated[CallView, Depends(_view_query)]
+
+
+async def respond(services: Services, run: CallRun, body: CallRequest, view: CallView) -> Response:
+    if not body.stream:
+        if body.background:  # the call runs on; GET .../calls/{id} follows it
+            return JSONResponse(await view.call(run.body("in_progress")))
+        return JSONResponse(await view.call(await services.calls.wait(run)))
     assert run.streamed, "start the call with stream=True, or its deltas are never queued"
-    return StreamingResponse(_events(services, run), media_type="text/event-stream",
+    events = _events(services, run) if view.format == "run_step" else _item_events(services, run, view)
+    return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _deltas(run: CallRun) -> AsyncIterator[dict[str, Any]]:
+    while (delta := await run.deltas.get()) is not None:
+        yield delta
 
 
 async def _events(services: Services, run: CallRun) -> AsyncIterator[str]:
     try:
-        while (delta := await run.deltas.get()) is not None:
+        async for delta in _deltas(run):
             yield _event("code_interpreter.delta", delta)
         yield _event("code_interpreter.completed", await services.calls.wait(run))
         yield "data: [DONE]\n\n"
     finally:
-        # The client went away before the end: interrupt the kernel; the run still records the call.
-        if run.task is not None and not run.task.done():
-            run.stop.set()
+        _hang_up(run)
+
+
+async def _item_events(services: Services, run: CallRun, view: CallView) -> AsyncIterator[str]:
+    try:
+        async for event in stream_events(_deltas(run), lambda: services.calls.wait(run), view.urls,
+                                         run.container_id):
+            yield _event(event["type"], event)
+        yield "data: [DONE]\n\n"
+    finally:
+        _hang_up(run)
+
+
+def _hang_up(run: CallRun) -> None:
+    # The client went away before the end: interrupt the kernel, unless the call runs in the background.
+    # The run still records the call.
+    if run.task is not None and not run.task.done() and not run.background:
+        run.stop.set()

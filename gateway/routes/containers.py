@@ -19,7 +19,7 @@ from ..schemas import (
     container_object,
     list_object,
 )
-from .calling import CALL_RESPONSES, respond
+from .calling import CALL_RESPONSES, View, call_view, respond
 from .context import Order, Services, owner_of
 from .files import content_headers
 
@@ -139,24 +139,34 @@ async def create_call(request: Request, owner: Owner, container_id: str, body: C
     services = _services(request)
     record = await services.containers.get(owner, container_id)
     run = await services.calls.start(owner, record, services.containers.lease(record), code=body.input,
-                                     file_ids=body.file_ids, timeout=body.timeout, stream=body.stream)
-    return await respond(services, run, body.stream)
+                                     file_ids=body.file_ids, timeout=body.timeout, stream=body.stream,
+                                     background=body.background)
+    return await respond(services, run, body, call_view(request, owner, body.format, body.image_url))
 
 
 @router.get("/{container_id}/calls", summary="List a container's calls, oldest first")
-async def list_calls(request: Request, owner: Owner, container_id: str, limit: Limit = 20,
+async def list_calls(request: Request, owner: Owner, container_id: str, view: View, limit: Limit = 20,
                      order: Order = "asc", after: str | None = None) -> dict[str, Any]:
     services = _services(request)
     record = await services.containers.get(owner, container_id)
     page = await services.calls.history(record, limit=limit, order=order, after=after)
-    return list_object([c.body for c in page.data], page.has_more)
+    return list_object([await view.call(body) for body in page.data], page.has_more)
 
 
-@router.get("/{container_id}/calls/{call_id}", summary="Retrieve one call")
-async def retrieve_call(request: Request, owner: Owner, container_id: str, call_id: str) -> dict[str, Any]:
+@router.get("/{container_id}/calls/{call_id}", summary="Retrieve one call (in progress: its outputs so far)")
+async def retrieve_call(request: Request, owner: Owner, container_id: str, call_id: str,
+                        view: View) -> dict[str, Any]:
     services = _services(request)
     record = await services.containers.get(owner, container_id)
-    return await services.calls.get(record, call_id)
+    return await view.call(await services.calls.get(record, call_id))
+
+
+@router.post("/{container_id}/calls/{call_id}/cancel", summary="Cancel a running call: interrupt the kernel")
+async def cancel_call(request: Request, owner: Owner, container_id: str, call_id: str,
+                      view: View) -> dict[str, Any]:
+    services = _services(request)
+    record = await services.containers.get(owner, container_id)
+    return await view.call(await services.calls.cancel(record, call_id))
 
 
 @router.get("/{container_id}/notebook", summary="The container's calls as a Jupyter notebook (nbformat 4)",

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..errors import BadRequest, NotFound
 from ..notebook import MEDIA_TYPE, cells_from_history, notebook
-from ..schemas import THREAD_ID, AnnotateRequest, CallRequest, container_object
-from .calling import CALL_RESPONSES, respond
-from .context import Services, owner_of
+from ..responses import citations
+from ..schemas import THREAD_ID, AnnotateRequest, ThreadCallRequest, container_object, list_object
+from ..store import ContainerRecord
+from .calling import CALL_RESPONSES, View, call_view, respond
+from .context import Order, Services, owner_of
 
 __all__ = ["router"]
 
@@ -26,16 +28,60 @@ def _services(request: Request) -> Services:
 
 @router.post("/calls", summary="Run code in the thread's sandbox, creating it on first use", response_model=None,
              responses=CALL_RESPONSES)
-async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body: CallRequest) -> Response:
+async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body: ThreadCallRequest) -> Response:
     services = _services(request)
+    containers = services.containers
     if not body.input.strip():  # refuse before the thread's sandbox is created, not after
         raise BadRequest("'input' must contain code to run.", param="input")
-    await services.containers.check_file_ids(owner, body.file_ids)
-    record, session, restored = await services.containers.thread_session(owner, thread_id)
-    run = await services.calls.start(owner, record, session, code=body.input, file_ids=body.file_ids,
+    file_ids, restored = list(body.file_ids), False
+    if isinstance(body.container, str):  # an explicit container, as the Responses tool allows
+        record = await containers.get(owner, body.container)
+        await containers.check_file_ids(owner, file_ids)
+        session = containers.lease(record)
+    else:  # "auto", the default: the thread's active container, or a new one
+        memory_limit = body.container.memory_limit if body.container else None
+        if body.container:
+            file_ids = list(dict.fromkeys([*body.container.file_ids, *file_ids]))
+        if memory_limit is not None:
+            containers.check_memory_limit(memory_limit)
+        await containers.check_file_ids(owner, file_ids)
+        record, session, restored = await containers.thread_session(owner, thread_id, memory_limit=memory_limit)
+    run = await services.calls.start(owner, record, session, code=body.input, file_ids=file_ids,
                                      timeout=body.timeout, thread_id=thread_id, restored=restored,
-                                     stream=body.stream)
-    return await respond(services, run, body.stream)
+                                     stream=body.stream, background=body.background)
+    return await respond(services, run, body, call_view(request, owner, body.format, body.image_url))
+
+
+async def _thread_container(services: Services, owner: str, thread_id: str) -> ContainerRecord:
+    record = await services.containers.store.container_for_thread(owner, thread_id)
+    if record is None or record.status == "deleted":
+        raise NotFound(f"Thread {thread_id} has no code interpreter sandbox.", param="thread_id")
+    return record
+
+
+@router.get("/calls", summary="List the calls in the thread's sandbox, oldest first")
+async def list_thread_calls(request: Request, owner: Owner, thread_id: ThreadId, view: View,
+                            limit: Annotated[int, Query(ge=1, le=100)] = 20, order: Order = "asc",
+                            after: str | None = None) -> dict[str, Any]:
+    services = _services(request)
+    record = await _thread_container(services, owner, thread_id)
+    page = await services.calls.history(record, limit=limit, order=order, after=after)
+    return list_object([await view.call(body) for body in page.data], page.has_more)
+
+
+@router.get("/calls/{call_id}", summary="Retrieve one call in the thread's sandbox (in progress: its outputs so far)")
+async def retrieve_thread_call(request: Request, owner: Owner, thread_id: ThreadId, call_id: str,
+                               view: View) -> dict[str, Any]:
+    services = _services(request)
+    return await view.call(await services.calls.get(await _thread_container(services, owner, thread_id), call_id))
+
+
+@router.post("/calls/{call_id}/cancel", summary="Cancel a running call in the thread's sandbox")
+async def cancel_thread_call(request: Request, owner: Owner, thread_id: ThreadId, call_id: str,
+                             view: View) -> dict[str, Any]:
+    services = _services(request)
+    record = await _thread_container(services, owner, thread_id)
+    return await view.call(await services.calls.cancel(record, call_id))
 
 
 @router.get("", summary="The thread's sandbox")
@@ -60,7 +106,10 @@ async def delete_thread(request: Request, owner: Owner, thread_id: ThreadId) -> 
 async def annotate(request: Request, owner: Owner, thread_id: ThreadId, body: AnnotateRequest) -> dict[str, Any]:
     services = _services(request)
     record = await services.containers.store.container_for_thread(owner, thread_id)
-    return {"text": body.text, "annotations": await services.calls.annotate(record, body.text)}
+    annotations = await services.calls.annotate(record, body.text)
+    if body.format == "responses" and record is not None:
+        annotations = citations(annotations, record.id)
+    return {"text": body.text, "annotations": annotations}
 
 
 @router.get("/notebook", summary="The thread's calls as a Jupyter notebook (nbformat 4)", response_class=JSONResponse)

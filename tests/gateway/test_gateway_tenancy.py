@@ -157,3 +157,25 @@ def test_same_thread_name_is_a_separate_sandbox_per_tenant(tenant_a: httpx.Clien
     assert again.status_code == 200, again.text
     assert again.json()["container_id"] == a_objects["call"]["container_id"]
     assert again.json()["code_interpreter"]["outputs"] == [{"type": "logs", "logs": "A\n"}]
+
+
+def test_other_tenant_cannot_see_or_cancel_a_running_call(tenant_a: httpx.Client, tenant_b: httpx.Client,
+                                                          a_objects: dict[str, Any]) -> None:
+    container_id = a_objects["container"]["id"]
+    code = "import time\nprint('busy', flush=True)\ntime.sleep(600)"
+    started = tenant_a.post(f"/v1/containers/{container_id}/calls", json={"input": code, "background": True})
+    assert started.status_code == 200, started.text
+    call_id = started.json()["id"]
+    item_id = "ci_" + call_id.removeprefix("call_")
+    try:
+        for path in (f"/v1/containers/{container_id}/calls/{call_id}/cancel",
+                     f"/v1/containers/{container_id}/calls/{item_id}/cancel",
+                     f"/v1/threads/shared-thread-name/code_interpreter/calls/{call_id}/cancel"):
+            assert_openai_error(tenant_b.post(path), 404)
+        assert_openai_error(tenant_b.get(f"/v1/containers/{container_id}/calls/{item_id}"), 404)
+        assert_openai_error(tenant_b.get("/v1/threads/shared-thread-name/code_interpreter/calls"), 404)
+        assert tenant_a.get(f"/v1/containers/{container_id}/calls/{call_id}").json()["status"] == "in_progress"
+    finally:
+        cancelled = tenant_a.post(f"/v1/containers/{container_id}/calls/{call_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["error"]["code"] == "cancelled"
