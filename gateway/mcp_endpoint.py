@@ -80,16 +80,17 @@ class McpEndpoint:
         request.state.owner = owner
         # The SDK refuses a session to any principal but the one that opened it.
         scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=owner, scopes=[]))
-        status = 0
+        session_id = request.headers.get(MCP_SESSION_ID_HEADER)
+        if request.method != "DELETE" or not session_id:
+            await self.manager.handle_request(scope, receive, send)
+            return
+        ending = ThreadWorkspace(self.services.containers, self.services.calls, self.services.files, owner,
+                                 thread_of_session(session_id))
 
-        async def watched(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+        async def end_first(message: Message) -> None:
+            # The manager accepted the client's DELETE: remove the sandbox before the client hears so.
+            if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
+                await ending.close()
             await send(message)
 
-        await self.manager.handle_request(scope, receive, watched)
-        session_id = request.headers.get(MCP_SESSION_ID_HEADER)
-        if request.method == "DELETE" and session_id and 200 <= status < 300:
-            await ThreadWorkspace(self.services.containers, self.services.calls, self.services.files, owner,
-                                  thread_of_session(session_id)).close()
+        await self.manager.handle_request(scope, receive, end_first)
