@@ -13,10 +13,13 @@ import asyncio
 import base64
 import binascii
 import mimetypes
+import os
 import signal
+import stat
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote
 
 import mcp_types as types
@@ -32,6 +35,7 @@ __all__ = ["RESOURCE_NOT_FOUND", "ToolLimits", "WorkspaceFor", "build_server", "
 
 RESOURCE_NOT_FOUND = -32002  # the MCP specification's code for resources/read of an unknown URI
 URI_PREFIX = f"sandbox:{DATA_DIR}/"
+STDIN_LINE_LIMIT = 64 << 20  # one JSON-RPC message per line; an upload_file carries its file base64-encoded
 WorkspaceFor = Callable[[ServerRequestContext[Any, Any]], Awaitable[Workspace]]
 Content = types.TextContent | types.ImageContent | types.ResourceLink | types.EmbeddedResource
 
@@ -250,6 +254,30 @@ def build_server(workspace_for: WorkspaceFor, limits: ToolLimits, *, instruction
         on_list_resources=tools.list_resources, on_read_resource=tools.read_resource)
 
 
+class _Lines:
+    """stdin as lines that a cancel interrupts: the SDK's default reads in a thread that a cancel must wait for."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self.reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", errors="replace")
+
+
+async def _stdin_lines() -> _Lines | None:
+    if not stat.S_ISFIFO(os.fstat(0).st_mode) and not stat.S_ISSOCK(os.fstat(0).st_mode):
+        return None  # a file or terminal: the SDK's own reader
+    reader = asyncio.StreamReader(limit=STDIN_LINE_LIMIT)
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return _Lines(reader)
+
+
 async def serve_stdio(workspace: Workspace, limits: ToolLimits) -> None:
     """Serve one MCP session on stdin/stdout until the client closes it; the workspace ends with it."""
 
@@ -257,13 +285,13 @@ async def serve_stdio(workspace: Workspace, limits: ToolLimits) -> None:
         return workspace
 
     server = build_server(workspace_for, limits)
-    loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    # A desktop agent ends its servers with SIGTERM: cancel, so that the sandbox is removed below.
+    # A desktop agent may end its servers with SIGTERM: cancel, so that the sandbox is removed below.
     if task is not None:
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        async with stdio_server() as (read, write):
+        stdin = await _stdin_lines()
+        async with stdio_server(stdin=cast(Any, stdin)) as (read, write):
             await server.run(read, write, server.create_initialization_options())
     finally:
         await asyncio.shield(workspace.close())

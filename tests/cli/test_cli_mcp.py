@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import uuid
 
 import pytest
@@ -16,6 +18,13 @@ from tests.gateway.mcp_support import exercise, ok, texts
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 MARK = "codeinterp.test-mcp"
+MESSAGES = [
+    {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}},
+    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+     "params": {"name": "run_python", "arguments": {"code": "print('up')"}}},
+]
 
 
 def _params(run_id: str, mark: str, *args: str) -> StdioServerParameters:
@@ -43,3 +52,25 @@ async def test_stdio_timeout_is_a_tool_error_and_keeps_state(run_id: str) -> Non
         slow = await session.call_tool("run_python", {"code": "import time; time.sleep(30)", "timeout": 1})
         assert slow.is_error and "timeout" in texts(slow)
         assert texts(await ok(session, "run_python", code="print(y)")).strip() == "7"
+
+
+def test_sigterm_removes_the_sandbox(run_id: str) -> None:
+    """A desktop agent may end its servers with SIGTERM while the session is open."""
+    mark = uuid.uuid4().hex
+    params = _params(run_id, mark)
+    with subprocess.Popen([params.command, *params.args], env=params.env, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            for message in MESSAGES:
+                proc.stdin.write(json.dumps(message) + "\n")
+            proc.stdin.flush()
+            answers = [json.loads(proc.stdout.readline()) for _ in range(2)]
+            assert answers[1]["result"]["content"][0]["text"] == "up\n", answers
+            assert len(labelled_containers(f"{MARK}={mark}")) == 1
+            proc.send_signal(signal.SIGTERM)  # stdin stays open: the client never closed the session
+            assert proc.wait(60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert labelled_containers(f"{MARK}={mark}") == []
