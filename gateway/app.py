@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ERROR_RESPONSES, TooLarge, error_response, install_error_handlers
@@ -17,20 +18,34 @@ from .metrics import Metrics
 from .routes import containers, files, threads
 from .routes.context import Services
 
-__all__ = ["create_app"]
+__all__ = ["Endpoint", "create_app"]
 
 log = logging.getLogger("codeinterp.gateway")
 Hook = Callable[[], Awaitable[None]]
 
 
+class Endpoint(Protocol):
+    """An ASGI app served at one path, with work that runs for the app's lifetime (the MCP sessions)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+    def run(self) -> AbstractAsyncContextManager[None]: ...
+
+
 def create_app(services: Services, *, metrics: Metrics, health: Callable[[], Awaitable[dict[str, Any]]],
-               max_upload_bytes: int, on_startup: Hook | None = None, on_shutdown: Hook | None = None) -> FastAPI:
+               max_upload_bytes: int, on_startup: Hook | None = None, on_shutdown: Hook | None = None,
+               endpoints: dict[str, Endpoint] | None = None) -> FastAPI:
+    endpoints = endpoints or {}
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if on_startup is not None:
             await on_startup()
         try:
-            yield
+            async with AsyncExitStack() as running:
+                for endpoint in endpoints.values():
+                    await running.enter_async_context(endpoint.run())
+                yield
         finally:
             if on_shutdown is not None:
                 await on_shutdown()
@@ -42,6 +57,9 @@ def create_app(services: Services, *, metrics: Metrics, health: Callable[[], Awa
     install_error_handlers(app)
     for module in (files, containers, threads):
         app.include_router(module.router)
+    for path, endpoint in endpoints.items():
+        # A Route, not a Mount: the path itself is the endpoint, with no redirect to "path/".
+        app.router.routes.append(Route(path, endpoint))
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:

@@ -174,6 +174,55 @@ def run(script: Any, files: tuple[Path, ...], outdir: Path | None, timeout: floa
     sys.exit(report.exit_code)
 
 
+@main.command("mcp", context_settings={"show_default": True})
+@click.option("--backend", type=click.Choice(["docker", "local"]), default="docker",
+              help="docker: the production sandbox; local: a plain kernel subprocess, NO isolation.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              help="Seconds a run_python call may take unless it asks for another limit.")
+@click.option("--max-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              help="The longest limit a run_python call may ask for.")
+@click.option("--memory", default="1g", help="Memory limit of the sandbox, e.g. 512m or 2g.")
+@click.option("--image", default=None, help="Kernel image  [default: the one `codeinterp image build` made]")
+@click.option("--log-level", default="WARNING")
+def mcp_command(backend: str, timeout: float, max_timeout: float, memory: str, image: str | None,
+                log_level: str) -> None:
+    """Serve MCP over stdio, for desktop agents: run_python and file tools in a sandbox of its own.
+
+    No server is needed. The sandbox starts on the first tool call and is removed when the
+    client closes the session (or ends this process with SIGTERM or Ctrl-C).
+    """
+    import asyncio
+
+    import sandbox
+
+    from .logs import configure_logging
+    from .runner import RunFailed, container_labels
+    from .toolserver import ToolLimits, serve_stdio
+    from .workspaces import SandboxWorkspace
+
+    try:
+        sandbox.parse_size(memory)
+    except sandbox.ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--memory") from exc
+    try:
+        labels = {**container_labels(), "codeinterp.cli": "mcp"}
+    except RunFailed as exc:
+        raise click.ClickException(str(exc)) from exc
+    configure_logging(log_level)  # stderr only: stdout carries the protocol
+
+    async def serve() -> None:
+        chosen: sandbox.Backend = sandbox.LocalBackend() if backend == "local" else \
+            sandbox.DockerBackend(sandbox.DockerConfig(image=image, labels=labels))
+        workspace = SandboxWorkspace(chosen, sandbox.Limits(memory=memory, timeout=timeout), labels)
+        try:
+            await serve_stdio(workspace, ToolLimits(timeout, max(timeout, max_timeout)))
+        finally:
+            await chosen.aclose()
+
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        asyncio.run(serve())
+
+
 def _summary(report: Any, notebook_path: Path | None) -> None:
     from .runner import human
 

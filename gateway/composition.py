@@ -18,10 +18,12 @@ from .blobs import BlobStore
 from .calls import CallService
 from .containers import ContainerService, SandboxDefaults
 from .files import FileService
+from .mcp_endpoint import McpEndpoint
 from .metrics import Metrics
 from .routes.context import Services
 from .settings import Settings
 from .store import Store
+from .toolserver import ToolLimits
 
 __all__ = ["Gateway"]
 
@@ -79,9 +81,12 @@ class Gateway:
                        storage_bytes=lambda: self.blobs.used_bytes())
 
     def app(self) -> FastAPI:
+        s = self.settings
+        mcp = McpEndpoint(self.services, ToolLimits(s.default_timeout, s.max_timeout),
+                          idle_timeout=s.thread_expiry_minutes * 60)
         return create_app(self.services, metrics=self.metrics, health=self.health,
-                          max_upload_bytes=self.settings.max_upload_bytes, on_startup=self.startup,
-                          on_shutdown=self.shutdown)
+                          max_upload_bytes=s.max_upload_bytes, on_startup=self.startup,
+                          on_shutdown=self.shutdown, endpoints={"/mcp": mcp})
 
     async def health(self) -> dict[str, Any]:
         backend = self.backend
