@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import time
 
@@ -357,13 +358,17 @@ async def test_closed_session_refuses_work(make_session):
 
 
 @pytest.mark.parametrize("delay", [0.01, 0.1, 0.3])
-async def test_a_start_cancelled_midway_leaves_no_container(docker_backend, run_id, delay):
+async def test_a_start_cancelled_midway_leaves_no_container(docker_backend, run_id, delay, tmp_path):
     import docker
 
+    from sandbox import DockerBackend
+
     session_id = f"cancelled-start-{delay}"
-    work_root = docker_backend.config.work_root
-    dirs_before = set(work_root.iterdir()) if work_root.exists() else set()
-    starting = asyncio.ensure_future(Session.start(docker_backend, session_id))
+    # A work root of its own: the shared one sees other runs' sandboxes come and go.
+    work_root = tmp_path / "w"
+    backend = DockerBackend(dataclasses.replace(docker_backend.config, work_root=work_root))
+    dirs_before: set[object] = set()
+    starting = asyncio.ensure_future(Session.start(backend, session_id))
     await asyncio.sleep(delay)
     starting.cancel()
     try:
@@ -378,5 +383,6 @@ async def test_a_start_cancelled_midway_leaves_no_container(docker_backend, run_
                                                                    f"codeinterp.session={session_id}"]})
     finally:
         client.close()
+    await backend.aclose()
     assert left == []
-    assert set(work_root.iterdir()) - dirs_before == set(), "its data and socket dirs (and quota mount) are gone"
+    assert not work_root.exists() or set(work_root.iterdir()) - dirs_before == set(), "its data dir is gone"
