@@ -9,7 +9,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -265,11 +265,13 @@ def image_build(profile: str, force: bool) -> None:
 @main.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 def doctor(data_dir: Path | None) -> None:
-    """Check Docker, the kernel image and the data dir, and say what to fix."""
+    """Check Docker, the kernel image, the sandbox runtime and the data dir, and say what to fix."""
     import asyncio
     import os
 
     import sandbox
+
+    from .settings import Settings
 
     problems = 0
 
@@ -286,10 +288,31 @@ def doctor(data_dir: Path | None) -> None:
     tag = sandbox.default_image()
     report(docker_ok and sandbox.image_exists(tag), f"kernel image {tag}",
            "run `codeinterp image build`" if docker_ok else "start Docker first, then run `codeinterp image build`")
+    if docker_ok:
+        _doctor_runtime(Settings().runtime, report)
     path = (data_dir or Path(os.environ.get("CODEINTERP_DATA_DIR", "./data"))).resolve()
     writable = os.access(path if path.exists() else path.parent, os.W_OK)
     report(writable, f"data dir {path} writable", f"create it or choose --data-dir (mkdir -p {path})")
     if problems:
         sys.exit(1)
+def _doctor_runtime(runtime: str, report: Callable[[bool, str, str], None]) -> None:
+    """The runtimes Docker has, and whether the one sandboxes use (CODEINTERP_RUNTIME) is fit for them."""
+    import sandbox
+
+    try:
+        engine = sandbox.docker_runtimes()
+    except sandbox.BackendUnavailable as exc:
+        report(False, "Docker's runtimes", str(exc))
+        return
+    names = ", ".join(f"{n} (default)" if n == engine.default else n for n in sorted(engine.runtimes))
+    click.echo(f"[info] Docker runtimes: {names}")
+    check = sandbox.check_runtime(runtime or None, engine)
+    source = "CODEINTERP_RUNTIME" if runtime else "Docker's default; CODEINTERP_RUNTIME=runsc for gVisor"
+    what = f"sandbox runtime {check.runtime} ({source})"
+    if check.ok and check.gvisor:
+        what += ": gVisor, registered with --network=none"
+    report(check.ok, what if check.ok else f"{what}: {check.problem}", check.fix or "")
+
+
 if __name__ == "__main__":
     main()

@@ -39,6 +39,7 @@ from ._results import (
     Stream,
     log_fragment,
 )
+from ._runtime import DockerRuntimes, RuntimeCheck, check_runtime, docker_runtimes
 from ._session import Session
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Display",
     "DockerBackend",
     "DockerConfig",
+    "DockerRuntimes",
     "ExecutionError",
     "ExecutionResult",
     "FileError",
@@ -67,6 +69,7 @@ __all__ = [
     "Notice",
     "Outcome",
     "Output",
+    "RuntimeCheck",
     "SandboxError",
     "Session",
     "SessionClosed",
@@ -74,7 +77,9 @@ __all__ = [
     "Stream",
     "UnsafeFile",
     "build_kernel_image",
+    "check_runtime",
     "default_image",
+    "docker_runtimes",
     "image_exists",
     "log_fragment",
     "parse_size",

@@ -2,6 +2,7 @@
 # Make the Docker engine usable: install Debian's docker.io and start dockerd
 # only when `docker info` does not already answer. Safe to run repeatedly.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 log() { printf '[docker-up] %s\n' "$*" >&2; }
 
@@ -27,6 +28,11 @@ live_dockerd() {
 }
 
 start_dockerd() {
+  # Register gVisor before dockerd reads its configuration, when it is wanted and installed: runtimes
+  # would reload on SIGHUP, experimental mode (for checkpoints) only on a start.
+  if [ "${CODEINTERP_RUNTIME:-}" = runsc ] && command -v runsc >/dev/null 2>&1; then
+    log "registering runsc in /etc/docker/daemon.json: $(python3 scripts/docker_runtime.py register)"
+  fi
   # A dockerd killed without cleanup leaves its pid file behind, and a new
   # dockerd refuses to start while the file exists.
   if [ -f /var/run/docker.pid ]; then log "removing stale /var/run/docker.pid"; rm -f /var/run/docker.pid; fi

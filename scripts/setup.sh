@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # Everything a fresh Debian machine (as root) needs to run and test codeinterp:
-# a running Docker engine, a virtualenv with the project, and the kernel image.
+# a running Docker engine, a virtualenv with the project, and the kernel image; with --runsc (or
+# CODEINTERP_RUNTIME=runsc, or CODEINTERP_TEST_RUNTIME=runsc) also gVisor, registered with Docker.
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+runsc=0
+if [ "${CODEINTERP_RUNTIME:-}" = runsc ] || [ "${CODEINTERP_TEST_RUNTIME:-}" = runsc ]; then runsc=1; fi
+for arg in "$@"; do
+  case "$arg" in
+    --runsc) runsc=1 ;;
+    *) printf 'usage: scripts/setup.sh [--runsc]\n' >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 apt_install() {
@@ -12,7 +22,7 @@ apt_install() {
   apt-get install -y -qq "$@" >/dev/null
 }
 
-scripts/docker-up.sh
+if [ "$runsc" = 1 ]; then scripts/runsc-up.sh; else scripts/docker-up.sh; fi
 
 # debootstrap makes the base image when no registry can be pulled from.
 command -v debootstrap >/dev/null 2>&1 || { log "installing debootstrap"; apt_install debootstrap; }

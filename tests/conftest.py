@@ -1,5 +1,8 @@
 """Shared fixtures: a Docker backend labelled with this run's id, session factories, and a reaper.
 
+The backend uses the runtime ``CODEINTERP_TEST_RUNTIME`` names (tests/runtime_support.py), runc when
+unset.
+
 Docker tests (``@pytest.mark.docker``) are skipped when the engine cannot be
 reached, unless the ``CI`` environment variable is set: there they fail, so a
 broken engine can never turn the suite green. At the end of the run every
@@ -23,6 +26,7 @@ import requests
 
 from sandbox import Backend, DockerBackend, DockerConfig, LocalBackend, Session
 from sandbox._volume import release_workdir
+from tests.runtime_support import TEST_RUNTIME
 
 RUN_LABEL = "codeinterp.test-run"
 
@@ -96,7 +100,7 @@ def _reap_test_containers(run_id: str) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def docker_backend(run_id: str) -> Iterator[DockerBackend]:
-    backend = DockerBackend(DockerConfig(labels={RUN_LABEL: run_id}))
+    backend = DockerBackend(DockerConfig(labels={RUN_LABEL: run_id}, runtime=TEST_RUNTIME))
     yield backend
     asyncio.run(backend.aclose())
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from cli_support import CLI, CODEINTERP, RUN_LABEL, SALES, Ran
 
+from tests.runtime_support import runtime_env
+
 
 @pytest.fixture
 def cli(run_id: str, tmp_path: Path) -> CLI:
@@ -18,6 +20,7 @@ def cli(run_id: str, tmp_path: Path) -> CLI:
     def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 150) -> Ran:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("CODEINTERP_")}
         environ["CODEINTERP_CONTAINER_LABELS"] = json.dumps({RUN_LABEL: run_id})
+        environ.update(runtime_env())
         environ.update(env or {})
         done = subprocess.run([str(CODEINTERP), *args], cwd=tmp_path, env=environ, input=stdin, text=True,
                               capture_output=True, timeout=timeout)

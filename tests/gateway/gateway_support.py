@@ -25,6 +25,8 @@ import docker.errors
 import httpx
 import pytest
 
+from tests.runtime_support import runtime_env
+
 RUN_LABEL = "codeinterp.test-run"  # the lead's tests/conftest.py sweeps this label at session end
 SERVER_LABEL = "codeinterp.test-server"
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +83,7 @@ class ServerProcess:
             # Pooled sandboxes carry no codeinterp.container label and load the machine; tests of
             # the pool turn it on themselves.
             "CODEINTERP_POOL_SIZE": "0",
+            **runtime_env(),  # CODEINTERP_TEST_RUNTIME, so the suites can run under gVisor
         })
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
