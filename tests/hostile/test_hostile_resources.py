@@ -11,6 +11,7 @@ import docker
 import pytest
 
 from sandbox import DockerConfig, Limits, Outcome
+from tests.runtime_support import UNDER_GVISOR, skip_under_gvisor
 
 pytestmark = [pytest.mark.docker, pytest.mark.hostile]
 
@@ -20,6 +21,10 @@ async def assert_usable(session) -> None:
     assert result.outcome is Outcome.OK and result.stdout == "42\n", result
 
 
+@skip_under_gvisor("the pids limit caps the sandbox's host threads (gVisor's kernel, its gofer and ptrace "
+                   "stubs), not the code's processes and threads: no fork or thread start gets EAGAIN, the "
+                   "whole sandbox ends instead "
+                   "(test_fork_bomb_under_gvisor_ends_only_its_own_sandbox)")
 async def test_fork_bomb_hits_the_pids_limit(make_session):
     session = await make_session(limits=Limits(pids=64))
     result = await session.execute(
@@ -33,6 +38,10 @@ async def test_fork_bomb_hits_the_pids_limit(make_session):
     await assert_usable(session)
 
 
+@skip_under_gvisor("the pids limit caps the sandbox's host threads (gVisor's kernel, its gofer and ptrace "
+                   "stubs), not the code's processes and threads: no fork or thread start gets EAGAIN, the "
+                   "whole sandbox ends instead "
+                   "(test_fork_bomb_under_gvisor_ends_only_its_own_sandbox)")
 async def test_recursive_fork_bomb_is_stopped_and_the_sandbox_recovers(make_session):
     session = await make_session(limits=Limits(pids=64, interrupt_grace=1.0))
     started = time.monotonic()
@@ -43,6 +52,10 @@ async def test_recursive_fork_bomb_is_stopped_and_the_sandbox_recovers(make_sess
     await assert_usable(session)
 
 
+@skip_under_gvisor("the pids limit caps the sandbox's host threads (gVisor's kernel, its gofer and ptrace "
+                   "stubs), not the code's processes and threads: no fork or thread start gets EAGAIN, the "
+                   "whole sandbox ends instead "
+                   "(test_fork_bomb_under_gvisor_ends_only_its_own_sandbox)")
 async def test_thread_bomb_hits_the_pids_limit(make_session):
     session = await make_session(limits=Limits(pids=64))
     result = await session.execute(
@@ -54,6 +67,21 @@ async def test_thread_bomb_hits_the_pids_limit(make_session):
     assert result.stdout.startswith("refused "), result.stdout
     assert 0 < int(result.stdout.split()[1]) < 64
     await assert_usable(session)
+
+
+@pytest.mark.skipif(not UNDER_GVISOR, reason="gVisor only: under runc the pids limit refuses the fork itself")
+async def test_fork_bomb_under_gvisor_ends_only_its_own_sandbox(make_session):
+    # gVisor's ptrace platform needs a host process for each new address space; past the pids limit the
+    # sentry cannot make one and stops the sandbox (exit status 2). The host and the neighbours are spared.
+    neighbour = await make_session()
+    session = await make_session(limits=Limits(pids=64))
+    result = await session.execute(
+        "import os, time\nfor _ in range(300):\n    if os.fork() == 0:\n        time.sleep(60)\n"
+        "        os._exit(0)\nprint('all forked')\n", timeout=60)
+    assert result.outcome is Outcome.KERNEL_DIED and result.kernel_restarted, result
+    assert "all forked" not in result.stdout
+    await assert_usable(session)
+    await assert_usable(neighbour)
 
 
 async def test_memory_bomb_is_out_of_memory_without_swap(make_session, docker_backend):
