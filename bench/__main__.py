@@ -1,13 +1,20 @@
-"""The benchmark harness: `.venv/bin/python -m bench [--quick] [--only S,S] [--skip S,S] [--output FILE]`.
+"""The benchmark harness: `.venv/bin/python -m bench [--quick] [--only S,S] [--skip S,S] [--runtimes R,R]
+[--output FILE] [--results]`.
 
-Sections (names for --only/--skip):
-  warm        1. first call on a new thread, `print(1)`, warm pool (its own server, CODEINTERP_POOL_SIZE=2)
-  cold        1. the same, cold (CODEINTERP_POOL_SIZE=0), and the sandbox library's cold start
-  roundtrip   2. `pass` round trip on a warm thread over HTTP, the library's, and raw jupyter_client's
+Sections (names for --only/--skip); those marked * run once per runtime in --runtimes (default
+runc,runsc), side by side, the others under the first runtime only:
+  warm*       1. first call on a new thread, `print(1)`, warm pool (its own server, CODEINTERP_POOL_SIZE=2)
+  cold*       1. the same, cold (CODEINTERP_POOL_SIZE=0), and the sandbox library's cold start
+  roundtrip*  2. `pass` round trip on a warm thread over HTTP, the library's, and raw jupyter_client's
   throughput  3. calls per second over 8 threads at once
-  memory      4. idle memory per sandbox
+  memory*     4. idle memory per sandbox
   files       5. 100 MB upload to readable at /mnt/data; 100 MB written in /mnt/data to downloaded
   llm-sandbox 6. first call and round trip of the llm-sandbox library on the same engine and base image
+  imports*    7. `import pandas, matplotlib` in a sandbox that has just started
+
+Before a runtime's sections, one sandbox is started under it: when that fails (runtime not registered,
+kernel not answering), the runtime's rows say FAILED with the reason at once, instead of every sample
+waiting for a timeout. --results writes bench/results.json and, generated from it, bench/RESULTS.md.
 
 Every server runs on a free 127.0.0.1 port with a temporary data dir, and every container it or the
 harness starts carries the label codeinterp.bench=1; whatever is left is swept by that label at the
@@ -31,15 +38,16 @@ from types import FrameType
 
 import docker
 
-from . import floor, gateway_bench, llm_sandbox_bench
+from . import floor, gateway_bench, llm_sandbox_bench, report
 from .gateway_bench import Params
-from .harness import Server, log, stop_all_servers, sweep
+from .harness import Server, log, runtime_problem, stop_all_servers, sweep
 from .stats import HEADER, Row
 
-SECTIONS = ["warm", "cold", "roundtrip", "throughput", "memory", "files", "llm-sandbox"]
+SECTIONS = ["warm", "cold", "roundtrip", "throughput", "memory", "files", "llm-sandbox", "imports"]
 NUMBER = {"warm": "1", "cold": "1", "roundtrip": "2", "throughput": "3", "memory": "4", "files": "5",
-          "llm-sandbox": "6"}
-_COLD_SERVER = {"cold", "roundtrip", "throughput", "memory", "files"}
+          "llm-sandbox": "6", "imports": "7"}
+PER_RUNTIME = {"warm", "cold", "roundtrip", "memory", "imports"}
+_COLD_SERVER = {"cold", "roundtrip", "throughput", "memory", "files", "imports"}
 
 
 def machine(started: datetime.datetime) -> list[str]:
@@ -76,34 +84,50 @@ def machine(started: datetime.datetime) -> list[str]:
     ]
 
 
-async def run(selected: list[str], p: Params) -> list[Row]:
+async def run(selected: list[str], p: Params, runtimes: list[str]) -> list[Row]:
     rows: list[Row] = []
 
-    async def section(name: str, fn: Callable[[], Awaitable[list[Row]]]) -> None:
-        log(f"section {name} ...")
+    async def section(name: str, fn: Callable[[], Awaitable[list[Row]]], runtime: str) -> None:
+        log(f"section {name} ({runtime}) ...")
         try:
-            rows.extend(await fn())
+            measured = await fn()
         except Exception as exc:  # noqa: BLE001 - one broken section must not lose the others
             traceback.print_exc(file=sys.stderr)
-            rows.append(Row(NUMBER[name], name,
-                            note=f"FAILED: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]))
+            measured = [Row(NUMBER[name], name, note=f"FAILED: {type(exc).__name__}: {exc}".replace("\n", " ")[:300])]
+        if name != "llm-sandbox":  # llm-sandbox makes its own containers, under Docker's default runtime
+            for row in measured:
+                row.runtime = runtime
+        rows.extend(measured)
 
-    if "warm" in selected:
-        await section("warm", lambda: gateway_bench.first_call_warm(p))
-    if _COLD_SERVER & set(selected):
-        async with Server(pool_size=0) as server:
-            for name, fn in (("cold", gateway_bench.first_call_cold), ("roundtrip", gateway_bench.round_trip),
-                             ("throughput", gateway_bench.throughput), ("memory", gateway_bench.memory),
-                             ("files", gateway_bench.files)):
-                if name in selected:
-                    await section(name, lambda fn=fn: fn(p, server))  # type: ignore[misc]
-    if "cold" in selected:
-        await section("cold", lambda: floor.library_first_call(p))
-    if "roundtrip" in selected:
-        await section("roundtrip", lambda: floor.library_round_trip(p))
-    if "llm-sandbox" in selected:
-        await section("llm-sandbox", lambda: llm_sandbox_bench.llm_sandbox(p))
-    rows.sort(key=lambda r: r.section)  # stable: the order within a section stays
+    for index, runtime in enumerate(runtimes):
+        first = index == 0
+        wanted = [s for s in selected if first or s in PER_RUNTIME]
+        if not wanted:
+            continue
+        log(f"checking that {runtime} runs a sandbox ...")
+        problem = await runtime_problem(runtime)
+        if problem is not None:
+            log(f"{runtime}: {problem}")
+            rows.extend(Row(NUMBER[s], s, runtime=runtime, note=f"FAILED: {problem}".replace("\n", " ")[:300])
+                        for s in wanted)
+            continue
+        env = {"CODEINTERP_RUNTIME": runtime}
+        if "warm" in wanted:
+            await section("warm", lambda env=env: gateway_bench.first_call_warm(p, env), runtime)  # type: ignore[misc]
+        if _COLD_SERVER & set(wanted):
+            async with Server(pool_size=0, env=env) as server:
+                for name, fn in (("cold", gateway_bench.first_call_cold), ("roundtrip", gateway_bench.round_trip),
+                                 ("throughput", gateway_bench.throughput), ("memory", gateway_bench.memory),
+                                 ("files", gateway_bench.files), ("imports", gateway_bench.imports)):
+                    if name in wanted:
+                        await section(name, lambda fn=fn, server=server: fn(p, server), runtime)  # type: ignore[misc]
+        if "cold" in wanted and first:
+            await section("cold", lambda runtime=runtime: floor.library_first_call(p, runtime), runtime)  # type: ignore[misc]
+        if "roundtrip" in wanted and first:
+            await section("roundtrip", lambda runtime=runtime: floor.library_round_trip(p, runtime), runtime)  # type: ignore[misc]
+        if "llm-sandbox" in wanted:
+            await section("llm-sandbox", lambda: llm_sandbox_bench.llm_sandbox(p), "runc")
+    rows.sort(key=lambda r: int(r.section))  # stable: within a section, runtimes in the order given
     return rows
 
 
@@ -112,6 +136,13 @@ def _names(text: str) -> list[str]:
     unknown = [s for s in names if s not in SECTIONS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown section(s) {unknown}; choose from {SECTIONS}")
+    return names
+
+
+def _runtimes(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one runtime, e.g. runc,runsc")
     return names
 
 
@@ -125,7 +156,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sample counts: a smoke run")
     parser.add_argument("--only", type=_names, default=None, metavar="S,S", help="run only these sections")
     parser.add_argument("--skip", type=_names, default=[], metavar="S,S", help="leave these sections out")
+    parser.add_argument("--runtimes", type=_runtimes, default=["runc", "runsc"], metavar="R,R",
+                        help="container runtimes to measure side by side (default runc,runsc); "
+                             "the sections not marked * run under the first")
     parser.add_argument("--output", metavar="FILE", help="also write the report (machine + table) here")
+    parser.add_argument("--results", action="store_true",
+                        help=f"write {report.RESULTS_JSON} and, generated from it, {report.RESULTS_MD}")
     args = parser.parse_args()
     selected = [s for s in (args.only or SECTIONS) if s not in args.skip]
     p = Params.quick() if args.quick else Params()
@@ -137,7 +173,7 @@ def main() -> int:
         left = asyncio.run(sweep())
         if left:
             log(f"removed {left} container(s) labelled codeinterp.bench=1 left by an earlier run")
-        rows = asyncio.run(run(selected, p))
+        rows = asyncio.run(run(selected, p, args.runtimes))
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         status = 130
@@ -147,11 +183,15 @@ def main() -> int:
         if left:
             log(f"swept {left} container(s) labelled codeinterp.bench=1")
     if rows:
-        report = "\n".join([*machine(started), "", HEADER, *(r.markdown() for r in rows)])
-        print(report)
+        lines = machine(started)
+        table = "\n".join([*lines, "", HEADER, *(r.markdown() for r in rows)])
+        print(table)
         if args.output:
             with open(args.output, "w") as f:
-                f.write(report + "\n")
+                f.write(table + "\n")
+        if args.results and status == 0:  # not after an interrupt: a partial run would replace a whole one
+            report.save(report.Results(machine=lines, rows=rows))
+            log(f"wrote {report.RESULTS_JSON} and {report.RESULTS_MD}")
     if any(r.note.startswith("FAILED") for r in rows):
         status = status or 1
     return status

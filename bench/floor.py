@@ -17,12 +17,12 @@ from .stats import Row
 __all__ = ["library_first_call", "library_round_trip"]
 
 
-def _backend() -> sandbox.DockerBackend:
-    return sandbox.DockerBackend(sandbox.DockerConfig(labels=BENCH_LABELS))
+def _backend(runtime: str | None) -> sandbox.DockerBackend:
+    return sandbox.DockerBackend(sandbox.DockerConfig(labels=BENCH_LABELS, runtime=runtime))
 
 
-async def library_first_call(p: Params) -> list[Row]:
-    backend = _backend()
+async def library_first_call(p: Params, runtime: str | None = None) -> list[Row]:
+    backend = _backend(runtime)
     samples: list[float] = []
     try:
         for i in range(p.first_calls):
@@ -80,8 +80,8 @@ def _raw_floor(container: str, warmup: int, n: int) -> list[float]:
     return samples
 
 
-async def library_round_trip(p: Params) -> list[Row]:
-    backend = _backend()
+async def library_round_trip(p: Params, runtime: str | None = None) -> list[Row]:
+    backend = _backend(runtime)
     lib: list[float] = []
     raw: list[float] = []
     try:

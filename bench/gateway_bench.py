@@ -17,7 +17,8 @@ import httpx
 from .harness import Server, bench_containers, call, logs_of
 from .stats import Row
 
-__all__ = ["Params", "files", "first_call_cold", "first_call_warm", "memory", "round_trip", "throughput"]
+__all__ = ["Params", "files", "first_call_cold", "first_call_warm", "imports", "memory", "round_trip",
+           "throughput"]
 
 MB = 1 << 20
 _HTTP_TIMEOUT = httpx.Timeout(300, connect=10)
@@ -36,11 +37,12 @@ class Params:
     file_samples: int = 3
     llm_first_calls: int = 5
     llm_round_trips: int = 50
+    imports: int = 5
 
     @classmethod
     def quick(cls) -> Params:
         return cls(first_calls=3, round_trips=30, warmup=5, calls_per_client=5, rounds=2, idle_sandboxes=2,
-                   file_samples=1, llm_first_calls=2, llm_round_trips=10)
+                   file_samples=1, llm_first_calls=2, llm_round_trips=10, imports=2)
 
 
 def _thread(kind: str) -> str:
@@ -73,8 +75,8 @@ async def _first_calls(server: Server, n: int, *, warm: bool) -> tuple[list[floa
     return samples, note
 
 
-async def first_call_warm(p: Params) -> list[Row]:
-    async with Server(pool_size=2) as server:
+async def first_call_warm(p: Params, env: dict[str, str] | None = None) -> list[Row]:
+    async with Server(pool_size=2, env=env) as server:
         samples, note = await _first_calls(server, p.first_calls, warm=True)
     return [Row("1", "first call on a new thread, `print(1)`, warm pool (size 2), HTTP", samples,
                 note=note)]
@@ -97,6 +99,20 @@ async def round_trip(p: Params, server: Server) -> list[Row]:
                 trips.append(time.perf_counter() - began)
         await http.delete(f"/v1/threads/{thread}/code_interpreter")
     return [Row("2", "call round trip of `pass` on a warm thread, HTTP", trips)]
+
+
+async def imports(p: Params, server: Server) -> list[Row]:
+    """The data-science imports a model's first cell makes, in a sandbox that has just started."""
+    samples: list[float] = []
+    async with httpx.AsyncClient(base_url=server.url, timeout=_HTTP_TIMEOUT) as http:
+        for _ in range(p.imports):
+            thread = _thread("imp")
+            await call(http, thread, "print(1)")  # the sandbox is up; its start is not timed
+            began = time.perf_counter()
+            await call(http, thread, "import pandas, matplotlib")
+            samples.append(time.perf_counter() - began)
+            (await http.delete(f"/v1/threads/{thread}/code_interpreter")).raise_for_status()
+    return [Row("7", "call of `import pandas, matplotlib` in a new sandbox (after `print(1)`), HTTP", samples)]
 
 
 async def throughput(p: Params, server: Server) -> list[Row]:

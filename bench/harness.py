@@ -21,7 +21,7 @@ import httpx
 
 import sandbox
 
-__all__ = ["BENCH_LABEL", "BENCH_LABELS", "Server", "call", "log", "stop_all_servers", "sweep"]
+__all__ = ["BENCH_LABEL", "BENCH_LABELS", "Server", "call", "log", "runtime_problem", "stop_all_servers", "sweep"]
 
 BENCH_LABEL = "codeinterp.bench"
 BENCH_LABELS = {BENCH_LABEL: "1"}
@@ -120,6 +120,34 @@ class Server:
                 return True
             await asyncio.sleep(0.05)
         return False
+
+
+async def runtime_problem(runtime: str) -> str | None:
+    """None when ``runtime`` runs a sandbox here; otherwise why not, found within about a minute.
+
+    Checked before a runtime's sections, so that a runtime that cannot work (not registered, or its
+    kernels never answer) fails its rows at once instead of making every sample wait for a timeout.
+    """
+    try:
+        check = await asyncio.to_thread(lambda: sandbox.check_runtime(runtime, sandbox.docker_runtimes()))
+    except sandbox.SandboxError as exc:
+        return str(exc)
+    if not check.ok:
+        return f"{check.problem}; fix: {check.fix}"
+    backend = sandbox.DockerBackend(sandbox.DockerConfig(labels=BENCH_LABELS, runtime=runtime))
+    try:
+        session = await asyncio.wait_for(sandbox.Session.start(backend, f"bench-probe-{runtime}"), 90)
+        try:
+            result = await asyncio.wait_for(session.execute("print(1)", timeout=30), 60)
+        finally:
+            await session.close()
+    except (sandbox.SandboxError, TimeoutError) as exc:
+        return f"{runtime} cannot run a sandbox here: {type(exc).__name__}: {exc}"
+    finally:
+        await backend.aclose()
+    if result.stdout != "1\n":
+        return f"{runtime}: print(1) gave {result.stdout!r} {result.error!r}"
+    return None
 
 
 def stop_all_servers() -> None:

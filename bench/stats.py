@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["HEADER", "Row", "row", "summary"]
+__all__ = ["HEADER", "Row", "fmt", "row", "summary"]
 
 
 def summary(samples: Sequence[float]) -> dict[str, float]:
@@ -16,7 +16,7 @@ def summary(samples: Sequence[float]) -> dict[str, float]:
             "min": ordered[0], "max": ordered[-1]}
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
 
 
@@ -30,17 +30,24 @@ class Row:
     unit: str = "ms"
     scale: float = 1000.0  # samples * scale are shown in `unit`
     note: str = ""  # shown instead of figures when there are no samples (why it could not be measured)
+    runtime: str = "runc"  # the container runtime of the sandboxes measured
+
+    @property
+    def median(self) -> float | None:
+        """The median in ``unit``, or None when nothing was measured."""
+        return statistics.median(self.samples) * self.scale if self.samples else None
 
     def markdown(self) -> str:
+        head = f"| {self.section} | {self.name} | {self.runtime}"
         if not self.samples:
-            return f"| {self.section} | {self.name} | 0 | — | — | — | — | {self.unit} | {self.note or 'no samples'} |"
+            return f"{head} | 0 | — | — | — | — | {self.unit} | {self.note or 'no samples'} |"
         s = summary(self.samples)
-        figures = " | ".join(_fmt(s[k] * self.scale) for k in ("median", "p90", "min", "max"))
-        return f"| {self.section} | {self.name} | {s['n']:.0f} | {figures} | {self.unit} | {self.note} |"
+        figures = " | ".join(fmt(s[k] * self.scale) for k in ("median", "p90", "min", "max"))
+        return f"{head} | {s['n']:.0f} | {figures} | {self.unit} | {self.note} |"
 
 
-HEADER = ("| # | measure | n | median | p90 | min | max | unit | note |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| # | measure | runtime | n | median | p90 | min | max | unit | note |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
 
 
 def row(name: str, samples: Sequence[float], unit: str = "ms", scale: float = 1000.0) -> str:
