@@ -3,6 +3,7 @@ by the code (symlinks, hardlinks, FIFOs, devices, races, prepared names, shadowi
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +97,41 @@ print('unshare', ctypes.CDLL(None).unshare(0x10000000 | 0x00020000))  # CLONE_NE
 """
     out = logs_of(call(http, box, code))
     assert "nonewprivs 1" in out and "unshare -1" in out, out
+
+
+def test_the_root_filesystem_is_read_only(http: httpx.Client, box: str) -> None:
+    code = r"""
+import errno
+root = [line.split() for line in open('/proc/mounts') if line.split()[1] == '/'][-1]
+print('root-options', root[3].split(',')[0])
+for path in ('/etc/planted', '/opt/venv/lib/planted.py', '/usr/lib/planted', '/planted'):
+    try:
+        open(path, 'w').close()
+        print('WROTE', path)
+    except OSError as exc:
+        print('refused', path, errno.errorcode[exc.errno])
+"""
+    out = logs_of(call(http, box, code))
+    assert "root-options ro" in out and "WROTE" not in out, out
+
+
+@skip_under_gvisor("runsc does not load the seccomp profile (without --oci-seccomp); these calls reach "
+                   "gVisor's own kernel, which implements or refuses them without the host kernel")
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="system call numbers below are x86_64's")
+def test_the_seccomp_profile_refuses_the_calls_it_lists(http: httpx.Client, box: str) -> None:
+    code = r"""
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+calls = (('keyctl', 250, (0, 0, 0, 0)), ('bpf', 321, (0, 0, 0)), ('perf_event_open', 298, (0, 0, -1, -1, 0)),
+         ('userfaultfd', 323, (0,)), ('io_uring_setup', 425, (1, 0)), ('clone3', 435, (0, 0)))
+for name, nr, args in calls:
+    ret = libc.syscall(nr, *args)
+    print(name, ret, errno.errorcode.get(ctypes.get_errno(), '-') if ret < 0 else 'ALLOWED')
+"""
+    out = logs_of(call(http, box, code)).split("\n")
+    for name in ("keyctl", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup"):
+        assert f"{name} -1 EPERM" in out, out
+    assert "clone3 -1 ENOSYS" in out, out  # so that libc falls back to clone, which the filter can inspect
 
 
 def test_ptrace_reaches_only_the_sandbox_s_own_processes(http: httpx.Client, box: str) -> None:
