@@ -151,7 +151,7 @@ def _reading(r: Results) -> list[str]:
                 f"{WARM_TARGET_MS:.0f} ms target.")]
     if trip is not None and lib_trip is not None:
         under = "" if floor is None else (
-            f" (the floor, a raw jupyter_client execute on the same kernel, is {_ms(floor)})")
+            f" (the floor, a raw jupyter_client execute beside the kernel, inside the sandbox, is {_ms(floor)})")
         lines.append(f"- HTTP adds {fmt(trip - lib_trip)} ms to a `pass` round trip over the library's "
                      f"{_ms(lib_trip)}{under}: the gateway's share is HTTP, JSON and recording the call in the "
                      "store; the library's already includes the `/mnt/data` snapshot.")
@@ -237,9 +237,9 @@ def render(r: Results) -> str:
         "   the pool off. The library row is `sandbox.Session.start` + `execute(\"print(1)\")` in-process, no HTTP.",
         f"   **Target (issue 5): warm median ≤ {WARM_TARGET_MS:.0f} ms: {_target(r)}.**",
         "2. **Round trip of `pass`** on a warm thread over HTTP (after 20 warm-up calls); beside it the sandbox",
-        "   library's `Session.execute(\"pass\")`, and the floor: a raw `jupyter_client.AsyncKernelClient` connected",
-        "   to the same kind of kernel through the session's `host.connection_info`, timed from `execute()` to the",
-        "   `status: idle` message on iopub for that request (the shell reply is read after the timing).",
+        "   library's `Session.execute(\"pass\")`, and the floor: a raw `jupyter_client.BlockingKernelClient` run",
+        "   inside the sandbox (`docker exec`) over the kernel's own ipc sockets, with no channel, relay, Docker or",
+        "   HTTP in between, timed from `execute()` to the `status: idle` message on iopub for that request.",
         "3. **Calls per second**: 8 threads are created first (one `print(1)` each); then each round, 8 concurrent",
         "   HTTP clients make 25 `pass` calls each on their own thread; calls/s = 200 / round wall time. One warm-up",
         "   round, then 5 counted. The second row is the latency of every single call in the counted rounds.",
