@@ -94,8 +94,13 @@ def _mib(value: float | None) -> str:
     return "(not measured)" if value is None else f"{fmt(value)} MiB"
 
 
+def _shown(value: float) -> float:
+    """The figure as the table shows it, so that sums and ratios in the prose agree with the table."""
+    return float(fmt(value))
+
+
 def _times(a: float | None, b: float | None) -> str:
-    return "—" if a is None or b is None or a == 0 else f"{b / a:.2f}x"
+    return "—" if a is None or b is None or _shown(a) == 0 else f"{_shown(b) / _shown(a):.2f}x"
 
 
 def _runtime_table(r: Results) -> list[str]:
@@ -152,7 +157,7 @@ def _reading(r: Results) -> list[str]:
     if trip is not None and lib_trip is not None:
         under = "" if floor is None else (
             f" (the floor, a raw jupyter_client execute beside the kernel, inside the sandbox, is {_ms(floor)})")
-        lines.append(f"- HTTP adds {fmt(trip - lib_trip)} ms to a `pass` round trip over the library's "
+        lines.append(f"- HTTP adds {fmt(_shown(trip) - _shown(lib_trip))} ms to a `pass` round trip over the library's "
                      f"{_ms(lib_trip)}{under}: the gateway's share is HTTP, JSON and recording the call in the "
                      "store; the library's already includes the `/mnt/data` snapshot.")
     plain_open, plain_run = r.median("6", f"{LLM_PLAIN}"), r.median("6", f"{LLM_PLAIN}", runs=True)
@@ -173,7 +178,7 @@ def _memory_agreement(r: Results) -> str:
         return "Not measured in this run."
     if abs(raw - working) <= 0.01 * raw:
         return "They agree here (no inactive file cache in an idle sandbox)."
-    return f"They differ by {fmt(raw - working)} MiB here: the inactive file cache."
+    return f"They differ by {fmt(_shown(raw) - _shown(working))} MiB here: the inactive file cache."
 
 
 def _target(r: Results) -> str:
