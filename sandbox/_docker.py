@@ -125,8 +125,13 @@ class DockerBackend(MountedFiles):
 
     def _security_opt(self) -> list[str]:
         options = ["no-new-privileges"]
+        gvisor = "runsc" in (self.config.runtime or "")
+        if self.config.seccomp == "docker" and gvisor:
+            raise ConfigError("seccomp='docker' cannot run a kernel under gVisor (runsc turns the profile's "
+                              "ENOSYS for clone3 into EPERM, so no thread starts); use seccomp='codeinterp'")
         if self.config.seccomp == "codeinterp":
-            options.append(f"seccomp={profile_json()}")
+            # gVisor applies it inside its own kernel (runsc --oci-seccomp), which needs a variant.
+            options.append(f"seccomp={profile_json(gvisor=gvisor)}")
         elif self.config.seccomp != "docker":
             raise ConfigError(f"seccomp must be 'codeinterp' or 'docker', not {self.config.seccomp!r}")
         return options

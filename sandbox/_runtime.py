@@ -78,4 +78,10 @@ def check_runtime(runtime: str | None, engine: DockerRuntimes) -> RuntimeCheck:
             f"runtime {name!r} is registered without --network=none (args: {args}); "
             "with Docker's --network none it refuses to start",
             f"run {SETUP_RUNSC} (adds the runtime args to /etc/docker/daemon.json and reloads dockerd)")
+    if "--oci-seccomp" not in args:
+        return RuntimeCheck(
+            name, True,
+            f"runtime {name!r} is registered without --oci-seccomp (args: {args}); "
+            "gVisor would not apply the sandbox's seccomp profile",
+            f"run {SETUP_RUNSC} (adds the runtime args to /etc/docker/daemon.json and reloads dockerd)")
     return RuntimeCheck(name, gvisor=True)

@@ -27,10 +27,10 @@ from typing import Any
 # --network=none: Docker's `--network none` leaves the container in the root network namespace as far as
 # runsc can tell, and runsc refuses to start there unless it makes no network itself.
 # --platform=ptrace: the kvm platform hangs at 100 % CPU on this kind of host.
-# Not --oci-seccomp, so runsc leaves the container's seccomp profile out: release 20221219 turns every
-# SCMP_ACT_ERRNO into EPERM (errnoRet is ignored), and EPERM for clone3 (ENOSYS in the profile) stops
-# glibc from falling back to clone: no thread starts, the Jupyter kernel cannot run. See SECURITY.md.
-RUNSC_ARGS = ["--network=none", "--platform=ptrace"]
+# --oci-seccomp: without it runsc ignores the container's seccomp profile. Release 20221219 turns every
+# SCMP_ACT_ERRNO into EPERM (errnoRet is ignored), so the profile codeinterp sends to runsc has no clone3
+# rule (EPERM there would stop glibc from falling back to clone); see sandbox/_seccomp.py and SECURITY.md.
+RUNSC_ARGS = ["--network=none", "--platform=ptrace", "--oci-seccomp"]
 
 
 def merged(config: dict[str, Any], runsc: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from sandbox import DockerRuntimes, check_runtime
 from tests.runtime_support import TEST_RUNTIME, UNDER_GVISOR
 
 RUNC = {"path": "runc"}
-RUNSC = {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none", "--platform=ptrace"]}
+RUNSC = {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none", "--platform=ptrace", "--oci-seccomp"]}
 
 
 def test_docker_s_default_runtime_is_checked_when_none_is_configured() -> None:
@@ -34,6 +34,14 @@ def test_gvisor_without_network_none_is_unfit_whatever_its_name() -> None:
     check = check_runtime("gvisor", engine)
     assert not check.ok and check.gvisor and "--network=none" in (check.problem or "")
     assert check.fix is not None and "scripts/runsc-up.sh" in check.fix
+
+
+def test_gvisor_without_oci_seccomp_is_unfit_since_the_profile_would_not_apply() -> None:
+    engine = DockerRuntimes({"runc": RUNC, "runsc": {"path": "/usr/bin/runsc",
+                                                     "runtimeArgs": ["--network=none", "--platform=ptrace"]}},
+                            default="runc")
+    check = check_runtime("runsc", engine)
+    assert not check.ok and "--oci-seccomp" in (check.problem or "")
 
 
 def test_an_unknown_runtime_says_how_to_register_or_unset_it() -> None:
