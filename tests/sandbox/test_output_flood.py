@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox import Limits, Notice, Outcome
+from tests.runtime_support import skip_under_gvisor
 
 pytestmark = pytest.mark.docker
 
@@ -21,7 +22,9 @@ def expected(n: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n", [20_000, 100_000])
+@pytest.mark.parametrize("n", [20_000, pytest.param(100_000, marks=skip_under_gvisor(
+    "under the ptrace platform each flushed print costs ~2.4 ms in the kernel itself (raw jupyter_client "
+    "beside the kernel: 38 s for 20,000), so 100,000 would outlast the test's deadline"))])
 async def test_every_flushed_line_arrives_in_order(make_session, n: int) -> None:
     session = await make_session(limits=Limits(max_stream_bytes=4 << 20))
     result = await session.execute(FLOOD.format(n=n), timeout=170)
