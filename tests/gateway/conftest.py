@@ -7,7 +7,32 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_support import ServerFactory, ServerProcess, servers
+from gateway_support import TEST_DATABASE, PostgresCluster, ServerFactory, ServerProcess, servers, use_cluster
+
+
+@pytest.fixture(scope="session")
+def postgres(run_id: str) -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this run's own (scripts/postgres.sh), removed when the run ends."""
+    # Under /tmp, not pytest's 0700 tmp dir: the server runs as the postgres user.
+    cluster = PostgresCluster(Path(f"/tmp/codeinterp-pg-test-{run_id}"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With CODEINTERP_TEST_DATABASE=postgres, every test server gets a database in the test cluster."""
+    if TEST_DATABASE != "postgres":
+        yield
+        return
+    use_cluster(request.getfixturevalue("postgres"))
+    try:
+        yield
+    finally:
+        use_cluster(None)
 
 
 @pytest.fixture(scope="module")
