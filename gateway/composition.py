@@ -116,6 +116,8 @@ class Gateway:
         await self.store.migrate()
         await self.recover()
         await self.nodes.start()
+        log.info("node started", extra={"node": self.settings.node, "url": self.nodes.url,
+                                        "database": self.store.dialect, "file_store": str(self.blobs.root)})
         self.services.containers.pool.run()
         self._reaper = asyncio.create_task(self._expire_idle(), name="expiry")
 
