@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +48,10 @@ class PostgresCluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.env = {**os.environ, "CODEINTERP_PG_DIR": str(root)}
+
+    @staticmethod
+    def installed() -> bool:
+        return Path("/usr/lib/postgresql/15/bin/pg_ctl").exists() or shutil.which("pg_ctl") is not None
 
     def _run(self, *args: str) -> str:
         done = subprocess.run([str(self.script), *args], capture_output=True, text=True, timeout=120, env=self.env)
