@@ -10,15 +10,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from gateway_support import PostgresCluster
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from gateway.store import ContainerFileRecord, ContainerRecord, Store, new_id
+from gateway.store import ContainerFileRecord, ContainerRecord, Store, metadata, new_id
 
 HEAD = "0002"
 UrlFactory = Callable[[], str]
@@ -180,3 +183,15 @@ async def test_concurrent_upserts_of_one_path_leave_one_row(database: UrlFactory
     rows = await stores[0].container_files(record.id)
     assert len(rows) == 1
     assert {r.id for r in results} == {rows[0].id}  # every writer was told the one row's id
+
+
+async def test_head_is_exactly_the_schema_the_code_declares(database: UrlFactory, stores: list[Store]) -> None:
+    store = Store(database())
+    stores.append(store)
+    await store.migrate()
+
+    def differences(conn: Connection) -> list[Any]:
+        return list(compare_metadata(MigrationContext.configure(conn), metadata))
+
+    async with store.engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
