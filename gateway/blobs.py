@@ -22,12 +22,13 @@ class BlobStore:
     """Write-once blobs; a blob is visible only once written whole (rename into place).
 
     The bytes in the store are counted as blobs come and go (``used_bytes``), so that reading the
-    total never walks the directory.
+    total never walks the directory. Several gateways may share the root: each writes into its own
+    scratch directory (``.incoming/<node>``), so that one's startup never removes another's uploads.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, node: str = "local") -> None:
         self.root = root
-        self.tmp = root / ".incoming"
+        self.tmp = root / ".incoming" / node
         self._used = 0
 
     def create(self) -> None:
@@ -37,7 +38,10 @@ class BlobStore:
         """
         self.root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)  # scratch files and exports' .part files
-        self.tmp.mkdir(exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp.parent.iterdir():  # from before scratch dirs were per node
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
         self._used = sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
 
     def path(self, file_id: str) -> Path:

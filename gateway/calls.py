@@ -105,7 +105,8 @@ class CallService:
             await self.containers.place_missing(owner, record, session, file_ids)
             run = CallRun(id=new_id("call_"), code=code, container_id=record.id, thread_id=thread_id,
                           created_at=int(time.time()), restored=restored, streamed=stream, background=background)
-            await self.store.add_call(run.id, record.id, "in_progress", run.body("in_progress"))
+            await self.store.add_call(run.id, record.id, "in_progress", run.body("in_progress"),
+                                      node=self.containers.node)
             run.emit({"index": 0, "id": run.id, "type": "code_interpreter",
                                    "code_interpreter": {"input": code, "outputs": []}})
             if restored:
@@ -271,6 +272,8 @@ class CallService:
             call = await self.store.get_call(record.id, call_id)
             if call is None:
                 raise NotFound(f"No such call: {call_id}", param="call_id")
+            if call.status == "in_progress" and call.node not in (None, self.containers.node):
+                await self.containers.check_holder(record)  # it runs on another gateway: cancel it there
             raise Conflict(f"Call {call_id} is {call.status}; only a call in progress can be cancelled.",
                            param="call_id")
         run.stop_reason = run.stop_reason or "cancelled"

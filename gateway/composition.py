@@ -20,6 +20,7 @@ from .containers import ContainerService, SandboxDefaults
 from .files import FileService
 from .mcp_endpoint import McpEndpoint
 from .metrics import Metrics
+from .nodes import NodeDirectory, install_forwarding
 from .routes.context import Services
 from .settings import Settings
 from .store import Store
@@ -58,7 +59,12 @@ class Gateway:
 
     @cached_property
     def blobs(self) -> BlobStore:
-        return BlobStore(self.settings.data_dir / "files")
+        return BlobStore(self.settings.files_dir, node=self.settings.node)
+
+    @cached_property
+    def nodes(self) -> NodeDirectory:
+        s = self.settings
+        return NodeDirectory(self.store, s.node, s.node_url, interval=s.heartbeat_interval, timeout=s.node_timeout)
 
     @cached_property
     def services(self) -> Services:
@@ -71,7 +77,7 @@ class Gateway:
             limits=limits, labels={"codeinterp.instance": self.instance}, max_file_ids=s.max_file_ids,
             thread_expiry_minutes=s.thread_expiry_minutes, max_sandboxes=s.sandbox_limit,
             capacity_wait=s.capacity_wait, pool_size=s.pool_size, pool_pause=s.pool_pause,
-            host_memory=s.host_memory))
+            host_memory=s.host_memory), node=s.node, nodes=self.nodes)
         calls = CallService(self.store, files, containers, s.default_timeout, s.max_timeout)
         return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys))
 
@@ -84,9 +90,11 @@ class Gateway:
         s = self.settings
         mcp = McpEndpoint(self.services, ToolLimits(s.default_timeout, s.max_timeout),
                           idle_timeout=s.thread_expiry_minutes * 60)
-        return create_app(self.services, metrics=self.metrics, health=self.health,
-                          max_upload_bytes=s.max_upload_bytes, on_startup=self.startup,
-                          on_shutdown=self.shutdown, endpoints={"/mcp": mcp})
+        app = create_app(self.services, metrics=self.metrics, health=self.health,
+                         max_upload_bytes=s.max_upload_bytes, on_startup=self.startup,
+                         on_shutdown=self.shutdown, endpoints={"/mcp": mcp})
+        install_forwarding(app, self.nodes)
+        return app
 
     async def health(self) -> dict[str, Any]:
         backend = self.backend
@@ -105,21 +113,25 @@ class Gateway:
     async def startup(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.blobs.create)  # sweeps and counts the whole store
-        await self.store.create_schema()
+        await self.store.migrate()
         await self.recover()
+        await self.nodes.start()
+        log.info("node started", extra={"node": self.settings.node, "url": self.nodes.url,
+                                        "database": self.store.dialect, "file_store": str(self.blobs.root)})
         self.services.containers.pool.run()
         self._reaper = asyncio.create_task(self._expire_idle(), name="expiry")
 
     async def recover(self) -> None:
-        """After a stop or crash: no call stays in progress, and no sandbox of ours is left running.
+        """After a stop or crash: no call of this node stays in progress, and no sandbox of ours is left running.
 
         Sandboxes the store knows are expired with their /mnt/data kept (a thread's next call
-        restores them); containers it does not know, pooled ones included, are removed.
+        restores them); containers it does not know, pooled ones included, are removed. Only this
+        node's rows are touched (and rows from before nodes were recorded): other gateways on the
+        same database run on.
         """
-        for call in await self.store.calls_in_progress():
-            body = {**call.body, "status": "incomplete",
-                    "error": {"code": "sandbox_error", "message": "gateway restarted"}}
-            await self.store.finish_call(call.id, "incomplete", body)
+        node = self.settings.node
+        for call in await self.store.calls_in_progress(node=node):
+            await self.store.end_incomplete(call.id, "gateway restarted")
         leftovers: list[dict[str, Any]] = []
         if isinstance(self.backend, sandbox.DockerBackend):
             try:
@@ -127,14 +139,14 @@ class Gateway:
             except sandbox.SandboxError:
                 log.warning("cannot list leftover containers; is Docker up?")
         by_id = {c["Id"]: c for c in leftovers}
-        for record in await self.store.containers_with_status("running"):
+        for record in await self.store.containers_with_status("running", node=node):
             container = by_id.get(record.docker_id or "")
             source = self.backend.orphan_files(container) if container is not None and isinstance(
                 self.backend, sandbox.DockerBackend) else None
             if source is not None:
                 kept = await self.services.containers.save(record, source)
                 log.info("kept files of a leftover sandbox", extra={"container_id": record.id, "files": kept})
-            await self.store.update_container(record.id, status="expired")
+            await self.store.update_container(record.id, status="expired", only_if="running", only_node=node)
         for container in leftovers:
             assert isinstance(self.backend, sandbox.DockerBackend)
             await self.backend.remove_container(container["Id"])
@@ -156,5 +168,6 @@ class Gateway:
         # Background calls have no request for uvicorn to wait on: they get the same grace here.
         await self.services.calls.shutdown(self.settings.shutdown_grace)
         await self.services.containers.close_all()
+        await self.nodes.stop()
         await self.store.close()
         await self.backend.aclose()

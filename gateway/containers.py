@@ -20,8 +20,9 @@ from typing import BinaryIO
 
 import sandbox
 
-from .errors import AtCapacity, BadRequest, Conflict, NotFound
+from .errors import AtCapacity, BadRequest, Conflict, HeldElsewhere, NotFound
 from .files import FileService
+from .nodes import NodeDirectory
 from .pool import WarmPool
 from .store import ContainerFileRecord, ContainerRecord, FileRecord, Page, Store, new_id
 from .transfer import FileSource, collect_version, restore_files, save_files
@@ -47,8 +48,10 @@ class SandboxDefaults:
 
 class ContainerService:
     def __init__(self, store: Store, files: FileService, backend: sandbox.Backend,
-                 defaults: SandboxDefaults) -> None:
+                 defaults: SandboxDefaults, *, node: str = "local", nodes: NodeDirectory | None = None) -> None:
         self.store, self.files, self.backend, self.defaults = store, files, backend, defaults
+        self.node = node  # this gateway's name: recorded on the containers whose sandboxes it holds
+        self.nodes = nodes  # the other gateways on this database, if any may be
         self._live: dict[str, sandbox.Session] = {}
         self._leases: dict[str, int] = {}
         # Weak: a thread's lock lives while a request holds or waits on it, not for ever.
@@ -127,6 +130,8 @@ class ContainerService:
     def lease(self, record: ContainerRecord) -> sandbox.Session:
         """The live session, held against expiry until ``release``."""
         session = self._live.get(record.id)
+        if session is None and record.status == "running" and record.node not in (None, self.node):
+            raise HeldElsewhere(record.node)  # forwarded to that gateway, if it is alive
         if session is None or session.closed:
             state = "expired" if record.status in ("expired", "running") else record.status
             raise Conflict(f"Container {record.id} is {state}; its files can still be listed and downloaded. "
@@ -153,7 +158,15 @@ class ContainerService:
     # -- lifecycle -----------------------------------------------------------------
 
     async def create(self, owner: str, *, name: str, file_ids: Sequence[str] = (), expires_minutes: float = 20,
-                     memory_limit: str = "1g", thread_id: str | None = None) -> ContainerRecord:
+                     memory_limit: str = "1g") -> ContainerRecord:
+        record = await self._create(owner, name=name, file_ids=file_ids, expires_minutes=expires_minutes,
+                                    memory_limit=memory_limit)
+        assert record is not None  # only a thread's container can lose the race to be made
+        return record
+
+    async def _create(self, owner: str, *, name: str, file_ids: Sequence[str] = (), expires_minutes: float = 20,
+                      memory_limit: str = "1g", thread_id: str | None = None) -> ContainerRecord | None:
+        """A new container; None when ``thread_id`` already has one (another gateway made it meanwhile)."""
         self.check_memory_limit(memory_limit)
         stored = await self.check_file_ids(owner, file_ids)
         container_id = new_id("cntr_")
@@ -161,11 +174,13 @@ class ContainerService:
         now = time.time()
         record = ContainerRecord(id=container_id, owner=owner, name=name, thread_id=thread_id, status="running",
                                  created_at=int(now), last_active_at=now, expires_minutes=expires_minutes,
-                                 memory_limit=memory_limit, docker_id=session.host.name)
+                                 memory_limit=memory_limit, docker_id=session.host.name, node=self.node)
         added = False
         try:
-            await self.store.add_container(record)
-            added = True
+            added = await self.store.add_container(record)
+            if not added:
+                await self._abandon(session)
+                return None
             for file_record in stored:
                 await self._place(container_id, session, file_record)
         except BaseException:
@@ -218,6 +233,8 @@ class ContainerService:
 
     async def delete(self, owner: str, container_id: str) -> None:
         record = await self.get(owner, container_id)
+        if record.id not in self._live:
+            await self.check_holder(record)  # its sandbox is on another gateway: delete it there
         # A thread's create or restore under way would otherwise bring its sandbox back after this.
         async with self._thread_lock(owner, record.thread_id) if record.thread_id else contextlib.nullcontext():
             await self._settled(record.id)
@@ -235,36 +252,65 @@ class ContainerService:
         existing one for another is a Conflict.
         """
         async with self._thread_lock(owner, thread_id):
-            record = await self.store.container_for_thread(owner, thread_id)
-            restored = False
-            if record is None:
-                record = await self.create(owner, name=f"thread {thread_id}", thread_id=thread_id,
-                                           expires_minutes=self.defaults.thread_expiry_minutes,
-                                           memory_limit=memory_limit or "1g")
-            elif memory_limit is not None and memory_limit != record.memory_limit:
-                raise Conflict(f"Thread {thread_id}'s container has memory_limit {record.memory_limit}, fixed for "
-                               f"its life; end it (DELETE /v1/threads/{thread_id}/code_interpreter) to get "
-                               f"{memory_limit}.", param="container.memory_limit")
-            elif record.id not in self._live:
-                record = await self._restore(record)
-                restored = True
-            return record, self.lease(record), restored
+            while True:
+                record = await self.store.container_for_thread(owner, thread_id)
+                restored = False
+                if record is None:
+                    record = await self._create(owner, name=f"thread {thread_id}", thread_id=thread_id,
+                                                expires_minutes=self.defaults.thread_expiry_minutes,
+                                                memory_limit=memory_limit or "1g")
+                    if record is None:  # another gateway made it first: use that one
+                        continue
+                elif memory_limit is not None and memory_limit != record.memory_limit:
+                    raise Conflict(f"Thread {thread_id}'s container has memory_limit {record.memory_limit}, fixed "
+                                   f"for its life; end it (DELETE /v1/threads/{thread_id}/code_interpreter) to get "
+                                   f"{memory_limit}.", param="container.memory_limit")
+                elif record.id not in self._live:
+                    await self.check_holder(record)
+                    claimed = await self._restore(record)
+                    if claimed is None:  # another gateway restored it first
+                        continue
+                    record, restored = claimed, True
+                return record, self.lease(record), restored
 
-    async def _restore(self, record: ContainerRecord) -> ContainerRecord:
-        """A new sandbox for an expired record, with the files it had in /mnt/data."""
+    async def check_holder(self, record: ContainerRecord) -> None:
+        """HeldElsewhere when another live gateway holds the record's sandbox; its requests go there."""
+        if record.status != "running" or record.node in (None, self.node) or self.nodes is None:
+            return
+        url = await self.nodes.live_url(record.node)
+        if url is not None:
+            raise HeldElsewhere(record.node, url)
+
+    async def _restore(self, record: ContainerRecord) -> ContainerRecord | None:
+        """A new sandbox for an expired record, with the files it had in /mnt/data.
+
+        The record is claimed for this node first (a conditional update on the holder read), so that of
+        two gateways restoring it at once one wins; None for the other. A dead holder's calls in progress
+        in it become incomplete.
+        """
         await self._settled(record.id)  # its files may still be on their way into the store
-        session = await self._new_session(record.id, record.memory_limit)
+        if not await self.store.claim(record.id, node=self.node, held_by=record.node):
+            return None
+        if record.node not in (None, self.node):
+            log.warning("took over a thread's container from a gateway that is gone",
+                        extra={"container_id": record.id, "node": record.node})
+        try:
+            session = await self._new_session(record.id, record.memory_limit)
+        except BaseException:
+            await self.store.update_container(record.id, status="expired", only_if="running")
+            raise
         try:
             await restore_files(self.store, self.files, record, session)
         except BaseException:
             await self._abandon(session)
+            await self.store.update_container(record.id, status="expired", only_if="running")
             raise
         self._adopt(record.id, session)
         now = time.time()
         await self.store.update_container(record.id, status="running", docker_id=session.host.name,
                                           last_active_at=now)
         log.info("container restored", extra={"container_id": record.id})
-        return replace(record, status="running", docker_id=session.host.name, last_active_at=now)
+        return replace(record, status="running", docker_id=session.host.name, last_active_at=now, node=self.node)
 
     async def expire(self, container_id: str, *, reason: str, force: bool = False) -> bool:
         """Stop an idle sandbox, keeping its files. False if it is leased (unless forced) or not live."""
@@ -281,8 +327,8 @@ class ContainerService:
             finally:
                 await session.close()
         finally:
-            # Only a running record expires: a delete meanwhile stays deleted.
-            await self.store.update_container(container_id, status="expired", only_if="running")
+            # Only a running record of ours expires: a delete meanwhile stays deleted.
+            await self.store.update_container(container_id, status="expired", only_if="running", only_node=self.node)
             del self._expiring[container_id]
             saved.set()
         log.info("container expired", extra={"container_id": container_id, "reason": reason})

@@ -8,6 +8,7 @@
     ├── TooLarge          413  invalid_request_error
     ├── AtCapacity        429  rate_limit_error (with Retry-After)
     └── Unavailable       503  server_error
+        └── HeldElsewhere      (forwarded to the gateway that holds the sandbox; 503 only if it cannot be)
 
 Sandbox errors are translated here too, so route code never catches them.
 """
@@ -32,6 +33,7 @@ __all__ = [
     "Conflict",
     "ErrorBody",
     "GatewayError",
+    "HeldElsewhere",
     "NotFound",
     "TooLarge",
     "Unauthorized",
@@ -81,6 +83,14 @@ class AtCapacity(GatewayError):
 
 class Unavailable(GatewayError):
     status, type = 503, "server_error"
+
+
+class HeldElsewhere(Unavailable):
+    """Another gateway on this database holds the sandbox the request needs (gateway/nodes.py forwards it)."""
+
+    def __init__(self, node: str, url: str | None = None) -> None:
+        super().__init__(f"The sandbox is held by gateway {node!r}, which cannot be reached now; retry shortly.")
+        self.node, self.url = node, url
 
 
 class ErrorDetail(BaseModel):
@@ -133,6 +143,8 @@ def error_response(exc: GatewayError) -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, AtCapacity) else None
     if isinstance(exc, Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, HeldElsewhere):
+        headers = {"Retry-After": "1"}
     return JSONResponse(_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status,
                         headers=headers)
 

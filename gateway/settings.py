@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +23,21 @@ class Settings(BaseSettings):
     port: int = 8000
     # Where the database and the file store live; both survive restarts.
     data_dir: Path = Path("./data")
-    # SQLAlchemy URL; empty means an SQLite file in data_dir. A server database can go here later.
+    # SQLAlchemy URL; empty means an SQLite file in data_dir. Several gateways share one PostgreSQL
+    # database, e.g. postgresql+asyncpg://user:password@dbhost:5432/codeinterp.
     database_url: str = ""
+    # Where stored files' bytes live; empty means data_dir/files. Gateways sharing a database must share
+    # this directory too (one filesystem: NFS, CephFS, a shared volume).
+    file_store: str = ""
+    # This gateway's name, recorded on the sandboxes it holds and the calls it runs, so that its startup
+    # recovery touches only those; empty means hostname + a hash of data_dir. Unique per gateway.
+    node_name: str = ""
+    # The URL other gateways use to reach this one (to forward a thread's calls to its sandbox); empty
+    # means http://<host>:<port>, with this machine's hostname when host is 0.0.0.0 or ::.
+    advertise_url: str = ""
+    # Seconds between two heartbeats, and after which a silent gateway counts as gone.
+    heartbeat_interval: float = 5.0
+    node_timeout: float = 20.0
     # Accepted bearer keys, comma-separated in the environment. Empty: no auth, loopback only.
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Largest upload, in bytes (OpenAI's limit is 512 MB).
@@ -86,6 +102,33 @@ class Settings(BaseSettings):
             return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError):
             return 0
+
+    @field_validator("node_name")
+    @classmethod
+    def _check_node(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", value):
+            raise ValueError("node_name must be 1-128 of [A-Za-z0-9_.-], starting with a letter or digit")
+        return value
+
+    @property
+    def node(self) -> str:
+        if self.node_name:
+            return self.node_name
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:100] or "node"
+        return f"{host}-{digest}"
+
+    @property
+    def node_url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def files_dir(self) -> Path:
+        return Path(self.file_store) if self.file_store else self.data_dir / "files"
 
     @property
     def db_url(self) -> str:

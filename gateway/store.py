@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -28,14 +31,20 @@ from sqlalchemy import (
     cast,
     event,
     insert,
+    inspect,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.engine import Row
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["CallRecord", "ContainerFileRecord", "ContainerRecord", "FileRecord", "Page", "Store", "new_id"]
+__all__ = ["CallRecord", "ContainerFileRecord", "ContainerRecord", "FileRecord", "NodeRecord", "Page", "Store",
+           "incomplete_body", "new_id"]
 
 metadata = MetaData()
 
@@ -64,7 +73,9 @@ containers = Table(
     Column("expires_minutes", Float, nullable=False),
     Column("memory_limit", String(8), nullable=False),
     Column("docker_id", String(80), nullable=True),
+    Column("node", String(128), nullable=True),  # the gateway that holds its live sandbox
     UniqueConstraint("owner", "thread_id", name="uq_container_thread"),
+    Index("ix_containers_node_status", "node", "status"),
 )
 
 container_files = Table(
@@ -90,7 +101,17 @@ calls = Table(
     Column("status", String(16), nullable=False),
     Column("body", JSON, nullable=False),
     Column("created_at", Integer, nullable=False),
+    Column("node", String(128), nullable=True),  # the gateway that runs it
     Index("ix_calls_container", "container_id", "seq"),
+    Index("ix_calls_node_status", "node", "status"),
+)
+
+nodes = Table(
+    "nodes", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("url", Text, nullable=True),  # where other nodes forward this node's threads' requests
+    Column("started_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),  # its last heartbeat
 )
 
 
@@ -121,6 +142,7 @@ class ContainerRecord:
     expires_minutes: float
     memory_limit: str
     docker_id: str | None
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,15 @@ class CallRecord:
     status: str
     body: dict[str, Any]
     created_at: int
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    name: str
+    url: str | None
+    started_at: float
+    seen_at: float
 
 
 @dataclass(frozen=True)
@@ -166,9 +197,32 @@ class Store:
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
-    async def create_schema(self) -> None:
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision; a database from before migrations is stamped first.
+
+        One transaction, taken with a lock so that gateways that start together take turns: an advisory
+        lock on PostgreSQL; on SQLite an immediate (write) transaction, which also keeps the DDL in it
+        (Python's sqlite3 would otherwise run DDL outside any transaction).
+        """
         async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            if self.dialect == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            elif self.dialect == "sqlite":
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            await conn.run_sync(_upgrade)
+
+    async def revision(self) -> str | None:
+        """The schema's Alembic revision; None for a database from before migrations (or an empty one)."""
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+    def _insert(self, table: Table) -> Any:
+        """INSERT with ON CONFLICT support in this database's dialect."""
+        return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -216,10 +270,11 @@ class Store:
 
     # -- containers --------------------------------------------------------------
 
-    async def add_container(self, record: ContainerRecord) -> ContainerRecord:
+    async def add_container(self, record: ContainerRecord) -> bool:
+        """Insert; False (nothing written) when its thread already has a container, made by another gateway."""
         async with self.engine.begin() as conn:
-            await conn.execute(insert(containers).values(**record.__dict__))
-        return record
+            result = await conn.execute(self._insert(containers).values(**record.__dict__).on_conflict_do_nothing())
+        return bool(result.rowcount)
 
     async def get_container(self, owner: str, container_id: str) -> ContainerRecord | None:
         async with self.engine.connect() as conn:
@@ -244,30 +299,61 @@ class Store:
         where = [containers.c.owner == owner, containers.c.status != "deleted", containers.c.thread_id.is_(None)]
         return await self._page(containers, where, limit=limit, order=order, after=after, cls=ContainerRecord)
 
-    async def update_container(self, container_id: str, *, only_if: str | None = None, **values: Any) -> None:
-        """Update one container; with ``only_if``, only while its status is that one."""
+    async def update_container(self, container_id: str, *, only_if: str | None = None,
+                               only_node: str | None = None, **values: Any) -> None:
+        """Update one container; with ``only_if``, only while its status is that one; with ``only_node``,
+        only while that node holds it (or none is recorded)."""
         where = [containers.c.id == container_id] + ([containers.c.status == only_if] if only_if else [])
+        if only_node is not None:
+            where.append(or_(containers.c.node == only_node, containers.c.node.is_(None)))
         async with self.engine.begin() as conn:
             await conn.execute(update(containers).where(*where).values(**values))
 
-    async def containers_with_status(self, status: str) -> list[ContainerRecord]:
+    async def containers_with_status(self, status: str, *, node: str | None = None) -> list[ContainerRecord]:
+        """With ``node``: only those that node holds, and those no node is recorded for (older rows)."""
+        where = [containers.c.status == status]
+        if node is not None:
+            where.append(or_(containers.c.node == node, containers.c.node.is_(None)))
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(containers).where(containers.c.status == status))).fetchall()
+            rows = (await conn.execute(select(containers).where(*where))).fetchall()
         return [_record(ContainerRecord, r) for r in rows]
+
+    async def claim(self, container_id: str, *, node: str, held_by: str | None) -> bool:
+        """Make ``node`` the holder of a container (status running) if ``held_by`` still holds it.
+
+        A conditional update: of two gateways claiming the same container, one gets False. When the
+        holder was another node (one that is gone), its calls in the container still in progress become
+        incomplete in the same transaction.
+        """
+        async with self.engine.begin() as conn:
+            holder = containers.c.node.is_(None) if held_by is None else containers.c.node == held_by
+            result = await conn.execute(update(containers).where(
+                containers.c.id == container_id, holder, containers.c.status != "deleted")
+                .values(node=node, status="running"))
+            if not result.rowcount:
+                return False
+            if held_by == node:
+                return True
+            rows = (await conn.execute(select(calls).where(
+                calls.c.container_id == container_id, calls.c.status == "in_progress",
+                calls.c.node.is_(None) if held_by is None else calls.c.node == held_by)
+                .with_for_update())).fetchall()
+            for row in rows:
+                await conn.execute(update(calls).where(calls.c.id == row.id, calls.c.status == "in_progress")
+                                   .values(status="incomplete", body=incomplete_body(row.body, "gateway lost")))
+        return True
 
     # -- container files -----------------------------------------------------------
 
     async def upsert_container_file(self, record: ContainerFileRecord) -> ContainerFileRecord:
+        """Insert, or update the row of the same path (keeping its id and created_at), in one statement."""
+        values = {k: v for k, v in record.__dict__.items() if k not in ("id", "created_at")}
+        statement = (self._insert(container_files).values(**record.__dict__)
+                     .on_conflict_do_update(index_elements=["container_id", "path"], set_=values)
+                     .returning(container_files.c.id, container_files.c.created_at))
         async with self.engine.begin() as conn:
-            existing = (await conn.execute(select(container_files).where(
-                container_files.c.container_id == record.container_id,
-                container_files.c.path == record.path))).first()
-            if existing is None:
-                await conn.execute(insert(container_files).values(**record.__dict__))
-                return record
-            values = {k: v for k, v in record.__dict__.items() if k not in ("id", "created_at")}
-            await conn.execute(update(container_files).where(container_files.c.id == existing.id).values(**values))
-        return ContainerFileRecord(**{**record.__dict__, "id": existing.id, "created_at": existing.created_at})
+            row = (await conn.execute(statement)).one()
+        return ContainerFileRecord(**{**record.__dict__, "id": row.id, "created_at": row.created_at})
 
     async def sync_container_files(self, container_id: str,
                                    sizes: dict[str, int]) -> tuple[list[ContainerFileRecord], list[str]]:
@@ -278,13 +364,14 @@ class Store:
         """
         now = int(time.time())
         async with self.engine.begin() as conn:
+            # Locked, so that a concurrent sync or upsert waits and the two do not forget copies twice.
             rows = {r.path: r for r in (await conn.execute(select(container_files).where(
-                container_files.c.container_id == container_id))).fetchall()}
+                container_files.c.container_id == container_id).with_for_update())).fetchall()}
             new = [dict(id=new_id("cfile_"), container_id=container_id, path=path, bytes=size, source="assistant",
                         file_id=None, sha256=None, created_at=now)
                    for path, size in sizes.items() if path not in rows]
-            if new:
-                await conn.execute(insert(container_files), new)
+            if new:  # a path inserted meanwhile by someone else keeps that row
+                await conn.execute(self._insert(container_files).on_conflict_do_nothing(), new)
             forgotten = []
             for path, row in rows.items():
                 if path in sizes and row.bytes != sizes[path]:
@@ -324,10 +411,11 @@ class Store:
 
     # -- calls -----------------------------------------------------------------------
 
-    async def add_call(self, call_id: str, container_id: str, status: str, body: dict[str, Any]) -> None:
+    async def add_call(self, call_id: str, container_id: str, status: str, body: dict[str, Any],
+                       node: str | None = None) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(insert(calls).values(id=call_id, container_id=container_id, status=status,
-                                                    body=body, created_at=int(time.time())))
+                                                    body=body, created_at=int(time.time()), node=node))
 
     async def finish_call(self, call_id: str, status: str, body: dict[str, Any],
                           container_id: str | None = None, last_active_at: float | None = None) -> None:
@@ -348,10 +436,65 @@ class Store:
         return await self._page(calls, [calls.c.container_id == container_id], limit=limit, order=order,
                                 after=after, cls=CallRecord)
 
-    async def calls_in_progress(self) -> list[CallRecord]:
+    async def calls_in_progress(self, *, node: str | None = None) -> list[CallRecord]:
+        """With ``node``: only that node's, and those no node is recorded for (older rows)."""
+        where = [calls.c.status == "in_progress"]
+        if node is not None:
+            where.append(or_(calls.c.node == node, calls.c.node.is_(None)))
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(calls).where(calls.c.status == "in_progress"))).fetchall()
+            rows = (await conn.execute(select(calls).where(*where))).fetchall()
         return [_record(CallRecord, r) for r in rows]
+
+    async def end_incomplete(self, call_id: str, message: str) -> bool:
+        """Mark a call incomplete, only if it is still in progress (it may have ended meanwhile)."""
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(calls.c.body).where(
+                calls.c.id == call_id, calls.c.status == "in_progress").with_for_update())).first()
+            if row is None:
+                return False
+            await conn.execute(update(calls).where(calls.c.id == call_id, calls.c.status == "in_progress")
+                               .values(status="incomplete", body=incomplete_body(row.body, message)))
+        return True
+
+    # -- nodes -------------------------------------------------------------------------
+
+    async def heartbeat(self, name: str, url: str | None, *, started_at: float | None = None) -> None:
+        """Record that node ``name`` is alive now (an upsert); ``started_at`` on its first beat."""
+        now = time.time()
+        values: dict[str, Any] = {"url": url, "seen_at": now}
+        if started_at is not None:
+            values["started_at"] = started_at
+        statement = self._insert(nodes).values(name=name, url=url, started_at=started_at or now, seen_at=now)
+        async with self.engine.begin() as conn:
+            await conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
+
+    async def get_node(self, name: str) -> NodeRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(nodes).where(nodes.c.name == name))).first()
+        return NodeRecord(**row._mapping) if row else None
+
+    async def remove_node(self, name: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sql_delete(nodes).where(nodes.c.name == name))
+
+
+def incomplete_body(body: dict[str, Any], message: str) -> dict[str, Any]:
+    """A call's body once it can no longer finish: status incomplete, with why."""
+    return {**body, "status": "incomplete", "error": {"code": "sandbox_error", "message": message}}
+
+
+_MIGRATION_LOCK = 0x636F6465  # any constant: the advisory lock the gateways' migrations share
+_TABLES = ("files", "containers", "container_files", "calls")
+
+
+def _upgrade(conn: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", "gateway:migrations")
+    config.attributes["connection"] = conn
+    tables = set(inspect(conn).get_table_names())
+    if "alembic_version" not in tables and set(_TABLES) <= tables:
+        command.stamp(config, "0001")  # made by the code before migrations: that schema is revision 0001
+    command.upgrade(config, "head")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from gateway_support import ServerFactory, ServerProcess, servers
+from gateway_support import TEST_DATABASE, PostgresCluster, ServerFactory, ServerProcess, servers, use_cluster
+
+
+@pytest.fixture(scope="session")
+def postgres(run_id: str) -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this run's own (scripts/postgres.sh), removed when the run ends.
+
+    Without PostgreSQL installed its tests are skipped, unless CI is set: there they fail.
+    """
+    if not PostgresCluster.installed():
+        message = "PostgreSQL is not installed (apt-get install postgresql-15)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    # Under /tmp, not pytest's 0700 tmp dir: the server runs as the postgres user.
+    cluster = PostgresCluster(Path(f"/tmp/codeinterp-pg-test-{run_id}"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With CODEINTERP_TEST_DATABASE=postgres, every test server gets a database in the test cluster."""
+    if TEST_DATABASE != "postgres":
+        yield
+        return
+    use_cluster(request.getfixturevalue("postgres"))
+    try:
+        yield
+    finally:
+        use_cluster(None)
 
 
 @pytest.fixture(scope="module")

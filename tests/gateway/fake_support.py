@@ -29,7 +29,7 @@ class GatedStore(Store):
         super().__init__(url)
         self.added = Gate()
 
-    async def add_container(self, record: ContainerRecord) -> ContainerRecord:
+    async def add_container(self, record: ContainerRecord) -> bool:
         added = await super().add_container(record)
         await self.added.pass_through()
         return added
@@ -66,7 +66,7 @@ class Harness:
 @contextlib.asynccontextmanager
 async def harnessed(tmp_path: Path, *, max_sandboxes: int = 4, store: type[Store] = Store) -> AsyncIterator[Harness]:
     h = Harness(tmp_path, max_sandboxes, store)
-    await h.store.create_schema()
+    await h.store.migrate()
     h.blobs.create()
     try:
         yield h

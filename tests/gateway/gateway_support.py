@@ -8,8 +8,10 @@ server sweeps exactly its containers and nothing another fixture still uses.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +35,64 @@ REPO = Path(__file__).resolve().parents[2]
 CODEINTERP = Path(sys.executable).with_name("codeinterp")
 HEALTH_TIMEOUT = 30.0
 STOP_TIMEOUT = 45.0  # uvicorn's own graceful shutdown allows 30 s
+
+
+TEST_DATABASE = os.environ.get("CODEINTERP_TEST_DATABASE", "sqlite")  # "postgres": servers use the test cluster
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster made by scripts/postgres.sh in ``root``: one database per data dir."""
+
+    script = REPO / "scripts" / "postgres.sh"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {**os.environ, "CODEINTERP_PG_DIR": str(root)}
+
+    @staticmethod
+    def installed() -> bool:
+        return Path("/usr/lib/postgresql/15/bin/pg_ctl").exists() or shutil.which("pg_ctl") is not None
+
+    def _run(self, *args: str) -> str:
+        done = subprocess.run([str(self.script), *args], capture_output=True, text=True, timeout=120, env=self.env)
+        if done.returncode != 0:
+            pytest.fail(f"scripts/postgres.sh {' '.join(args)} failed ({done.returncode}):\n{done.stderr}",
+                        pytrace=False)
+        return done.stdout.strip()
+
+    def running(self) -> bool:
+        return subprocess.run([str(self.script), "status"], capture_output=True, timeout=60,
+                              env=self.env).returncode == 0
+
+    def start(self) -> str:
+        return self._run("start")
+
+    def stop(self) -> None:
+        self._run("stop")
+
+    def destroy(self) -> None:
+        """Stop it and remove its data: nothing is left running or on disk."""
+        self._run("destroy")
+
+    def database(self, name: str) -> str:
+        """The URL of database ``name``, made empty the first time it is asked for."""
+        return self._run("createdb", name)
+
+    def drop(self, name: str) -> None:
+        self._run("dropdb", name)
+
+    @staticmethod
+    def name_for(run_id: str, data_dir: Path) -> str:
+        """One database per test run and data dir, so a restarted server on the same data dir finds its state."""
+        return "t_" + hashlib.sha256(f"{run_id}:{data_dir.resolve()}".encode()).hexdigest()[:20]
+
+
+# Set by the gateway tests' session fixture when CODEINTERP_TEST_DATABASE=postgres.
+_cluster: list[PostgresCluster] = []
+
+
+def use_cluster(cluster: PostgresCluster | None) -> None:
+    _cluster[:] = [cluster] if cluster else []
 
 
 def free_port() -> int:
@@ -86,6 +146,8 @@ class ServerProcess:
             **runtime_env(),  # CODEINTERP_TEST_RUNTIME, so the suites can run under gVisor
         })
         self.env.update(env or {})
+        if _cluster and "CODEINTERP_DATABASE_URL" not in self.env:
+            self.env["CODEINTERP_DATABASE_URL"] = _cluster[0].database(PostgresCluster.name_for(run_id, data_dir))
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
 

@@ -129,10 +129,18 @@ async def test_startup_sweeps_what_a_crash_left_half_written_and_counts_the_rest
     (files / ".incoming" / "0123456789abcdef").write_bytes(b"half an upload")
     (files / ".incoming" / "fedcba9876543210.part").write_bytes(b"half an export")
     (files / "file-kept").write_bytes(b"12345")
-    gateway = Gateway(Settings(data_dir=tmp_path / "data", pool_size=0), backend=FakeBackend())
+    # Another gateway sharing the file store is writing an upload: its scratch dir is not ours to sweep.
+    (files / ".incoming" / "other-node").mkdir()
+    (files / ".incoming" / "other-node" / "0123").write_bytes(b"an upload under way")
+    gateway = Gateway(Settings(data_dir=tmp_path / "data", pool_size=0, node_name="this-node"),
+                      backend=FakeBackend())
+    (files / ".incoming" / "this-node").mkdir()
+    (files / ".incoming" / "this-node" / "4567").write_bytes(b"half an upload of ours")
     await gateway.startup()
     try:
-        assert list((files / ".incoming").iterdir()) == []
+        assert sorted(p.name for p in (files / ".incoming").iterdir()) == ["other-node", "this-node"]
+        assert list((files / ".incoming" / "this-node").iterdir()) == []
+        assert (files / ".incoming" / "other-node" / "0123").read_bytes() == b"an upload under way"
         assert (files / "file-kept").read_bytes() == b"12345"
         assert "codeinterp_storage_bytes 5.0" in gateway.metrics.render().decode()
     finally:
