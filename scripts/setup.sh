@@ -24,6 +24,16 @@ apt_install() {
 
 if [ "$runsc" = 1 ]; then scripts/runsc-up.sh; else scripts/docker-up.sh; fi
 
+# PostgreSQL's server binaries, for the store tests (scripts/postgres.sh runs throwaway clusters); no
+# cluster of Debian's own is created or started.
+if [ ! -x /usr/lib/postgresql/15/bin/pg_ctl ]; then
+  log "installing postgresql-15 (server binaries only)"
+  mkdir -p /etc/postgresql-common
+  grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf \
+    || echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
+  apt_install postgresql-15
+fi
+
 # debootstrap makes the base image when no registry can be pulled from.
 command -v debootstrap >/dev/null 2>&1 || { log "installing debootstrap"; apt_install debootstrap; }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (CI runs exactly this): set up what is missing (gVisor included), lint, type-check,
-# then run the sandbox, calls and hostile suites under gVisor (runsc) and the whole suite under Docker's
-# default runtime (runc), in that order, so that the last summary is the whole suite's. Any failure in
-# either run fails the script.
+# then run the sandbox, calls and hostile suites under gVisor (runsc), the gateway suites on PostgreSQL,
+# and the whole suite under Docker's default runtime (runc) on SQLite, in that order, so that the last
+# summary is the whole suite's. Any failure in any run fails the script.
 #
 # With arguments (e.g. a test file), one pytest run with them, under CODEINTERP_TEST_RUNTIME (runc when
 # unset).
@@ -15,16 +15,22 @@ if [ "$#" -gt 0 ]; then
   echo "== pytest (runtime: ${CODEINTERP_TEST_RUNTIME:-runc})"; exec .venv/bin/pytest "$@"
 fi
 
-# tests/sandbox/test_runtime.py in it proves the sandboxes really ran under gVisor.
+# Three runs; the whole suite's comes last, so that its summary is the script's closing line.
+#  1. gVisor: the sandbox, calls and hostile suites (tests/sandbox/test_runtime.py proves they ran there).
+#  2. PostgreSQL: the gateway suites with every test server on a throwaway cluster (scripts/postgres.sh).
+#  3. runc and SQLite: the whole suite.
+status=0
 RUNSC_SUITES=(tests/sandbox tests/gateway/test_gateway_calls.py tests/hostile)
-runsc_status=0
 echo "== pytest (runsc: ${RUNSC_SUITES[*]})"
-CODEINTERP_TEST_RUNTIME=runsc .venv/bin/pytest "${RUNSC_SUITES[@]}" || runsc_status=$?
-echo "== pytest (runc: the whole suite)"
+CODEINTERP_TEST_RUNTIME=runsc .venv/bin/pytest "${RUNSC_SUITES[@]}" || { status=$?; echo "== FAILED: the runsc run"; }
+echo "== pytest (PostgreSQL: tests/gateway)"
+env -u CODEINTERP_TEST_RUNTIME CODEINTERP_TEST_DATABASE=postgres .venv/bin/pytest tests/gateway \
+  || { status=$?; echo "== FAILED: the PostgreSQL run"; }
+echo "== pytest (runc, SQLite: the whole suite)"
 runc_status=0
-env -u CODEINTERP_TEST_RUNTIME .venv/bin/pytest || runc_status=$?
-if [ "$runsc_status" -ne 0 ]; then
-  echo "== FAILED: the runsc run (sandbox, calls, hostile) exited $runsc_status; its summary is above the runc run's"
-  exit "$runsc_status"
+env -u CODEINTERP_TEST_RUNTIME -u CODEINTERP_TEST_DATABASE .venv/bin/pytest || runc_status=$?
+if [ "$status" -ne 0 ]; then
+  echo "== FAILED: an earlier run (gVisor or PostgreSQL) failed; see its summary above the last one"
+  exit "$status"
 fi
 exit "$runc_status"
