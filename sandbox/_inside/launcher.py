@@ -36,6 +36,7 @@ def _ipc_subprocess_pipe(run_dir: str) -> None:
     # ("endpoint still has waiters upon save"), so a sandbox could never hibernate. A Unix socket
     # in the private run dir does the same job and checkpoints.
     from ipykernel import iostream
+    from zmq.eventloop.zmqstream import ZMQStream
 
     address = "ipc://" + os.path.join(run_dir, "subprocess-output")
 
@@ -44,7 +45,7 @@ def _ipc_subprocess_pipe(run_dir: str) -> None:
         pipe_in = self.socket.context.socket(zmq.PULL)
         pipe_in.linger = 0
         pipe_in.bind(address)
-        self._pipe_in = iostream.ZMQStream(pipe_in, self.io_loop)
+        self._pipe_in = ZMQStream(pipe_in, self.io_loop)
         self._pipe_in.on_recv(self._handle_pipe_msg)
 
     def setup_pipe_out(self):  # type: ignore[no-untyped-def]
