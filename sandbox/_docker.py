@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,8 @@ _PYTHON = "/opt/venv/bin/python"
 _KEY_VAR = "CODEINTERP_KERNEL_KEY"
 _CHECKPOINT = "hibernated"  # one per container, in Docker's default place (a custom dir is refused on start)
 _HIBERNATING_RUNTIMES = ("runsc",)  # CRIU, runc's checkpointer, fails on the kernels we run on
+# Where Docker 20.10's shim keeps runsc's container state (its --root), on this host.
+_RUNSC_ROOT = "/run/docker/runtime-runc/moby"
 log = logging.getLogger("codeinterp.sandbox")
 T = TypeVar("T")
 
@@ -312,7 +315,13 @@ class DockerBackend(MountedFiles):
 
         def restore() -> None:
             api: Any = self._docker().api
-            response = api._post(api._url("/containers/{0}/start", host.name), params={"checkpoint": _CHECKPOINT})
+            start = api._url("/containers/{0}/start", host.name)
+            response = api._post(start, params={"checkpoint": _CHECKPOINT})
+            if response.status_code >= 400 and "id already in use" in response.text:
+                # runsc 20221219 leaves the state of a restored sandbox behind when it is checkpointed
+                # again (it lists as "paused", its process gone): every later restore is refused.
+                _forget_runsc_state(host.name)
+                response = api._post(start, params={"checkpoint": _CHECKPOINT})
             api._raise_for_status(response)
             # Restored: the checkpoint is spent. Deleting it frees its disk now, not when the container goes.
             _delete_checkpoint(api, host.name)
@@ -399,6 +408,14 @@ def _exec_running(api: Any, exec_id: str) -> bool:
         return bool(api.exec_inspect(exec_id).get("Running"))
     except docker.errors.NotFound:
         return False
+
+
+def _forget_runsc_state(container_id: str) -> None:
+    """Drop runsc's stale record of a container Docker sees as exited. ``delete --force`` removes the
+    record, then panics on the "paused => stopped" transition: its exit status says nothing."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(["runsc", "--root", _RUNSC_ROOT, "delete", "--force", container_id],
+                       capture_output=True, timeout=30, check=False)
 
 
 def _delete_checkpoint(api: Any, name: str) -> None:
