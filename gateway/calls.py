@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 import sandbox
 
-from .containers import ContainerService
+from .containers import ContainerService, Restored
 from .errors import BadRequest, Conflict, NotFound
 from .files import FileService
 from .outcomes import error_of, stopped_error
@@ -29,6 +29,8 @@ log = logging.getLogger("codeinterp.gateway")
 
 RESTORED = ("[This sandbox had expired and was started again: Python variables were reset, "
             "but the files in /mnt/data are in place.]")
+WAKE_FAILED = ("[This sandbox had hibernated, but its memory could not be restored ({reason}). It was "
+               "started again: Python variables were reset, but the files in /mnt/data are in place.]")
 _RICH = ("text/html", "image/svg+xml", "application/json")
 _LINK = re.compile(r"sandbox:(/mnt/data/[^\s()\[\]<>\"'`]+)")
 PROGRESS_INTERVAL = 0.5  # seconds between two writes of a background call's partial body
@@ -50,7 +52,7 @@ class CallRun:
     rich: list[dict[str, Any]] = field(default_factory=list)
     logs_index: int | None = None
     log_parts: list[str] = field(default_factory=list)  # joined once per body: appending is linear
-    restored: bool = False  # the sandbox had expired and was started again with its files
+    restored: Restored | None = None  # the sandbox had gone idle: woken with its memory, or its files
     streamed: bool = False  # someone reads ``deltas``; otherwise nothing is queued (they would pile up)
     background: bool = False  # runs on without a client; its partial body is written as it grows
     stop_reason: str | None = None  # "cancelled" or "shutdown" when the gateway stopped it on purpose
@@ -70,7 +72,8 @@ class CallRun:
         return {**self.tool_call(self.outputs), "status": status, "error": error,
                 "container_id": self.container_id, "thread_id": self.thread_id, "created_at": self.created_at,
                 "completed_at": completed_at, "files": list(files), "rich_outputs": self.rich,
-                "execution_count": execution_count, "session_restored": self.restored}
+                "execution_count": execution_count, "session_restored": self.restored is not None,
+                "restored": self.restored.kind if self.restored else None}
 
     def delta(self, output: dict[str, Any]) -> dict[str, Any]:
         return {"index": 0, "type": "code_interpreter", "code_interpreter": {"outputs": [output]}}
@@ -90,7 +93,7 @@ class CallService:
 
     async def start(self, owner: str, record: ContainerRecord, session: sandbox.Session, *, code: str,
                     file_ids: Sequence[str], timeout: float | None, thread_id: str | None = None,
-                    restored: bool = False, stream: bool = False, background: bool = False) -> CallRun:
+                    restored: Restored | None = None, stream: bool = False, background: bool = False) -> CallRun:
         """Validate, place files, record the call as in progress, and start running it.
 
         ``session`` is leased by the caller; the lease is released when the call ends.
@@ -109,8 +112,9 @@ class CallService:
                                       node=self.containers.node)
             run.emit({"index": 0, "id": run.id, "type": "code_interpreter",
                                    "code_interpreter": {"input": code, "outputs": []}})
-            if restored:
-                await self._consume(owner, run, sandbox.Notice(RESTORED))
+            if restored is not None and restored.kind == "files":  # woken with its memory: nothing to say
+                text = WAKE_FAILED.format(reason=restored.reason) if restored.reason else RESTORED
+                await self._consume(owner, run, sandbox.Notice(text))
             run.task = asyncio.create_task(self._run(owner, record, session, run, seconds))
             self._running[run.id] = run
             if background:

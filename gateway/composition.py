@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from dataclasses import replace
 from functools import cached_property
 from typing import Any
 
@@ -23,7 +24,7 @@ from .metrics import Metrics
 from .nodes import NodeDirectory, install_forwarding
 from .routes.context import Services
 from .settings import Settings
-from .store import Store
+from .store import ContainerRecord, Store
 from .toolserver import ToolLimits
 
 __all__ = ["Gateway"]
@@ -77,14 +78,19 @@ class Gateway:
             limits=limits, labels={"codeinterp.instance": self.instance}, max_file_ids=s.max_file_ids,
             thread_expiry_minutes=s.thread_expiry_minutes, max_sandboxes=s.sandbox_limit,
             capacity_wait=s.capacity_wait, pool_size=s.pool_size, pool_pause=s.pool_pause,
-            host_memory=s.host_memory), node=s.node, nodes=self.nodes)
+            host_memory=s.host_memory, hibernate=s.hibernate,
+            checkpoint_budget=sandbox.parse_size(s.checkpoint_budget)), node=s.node, nodes=self.nodes)
         calls = CallService(self.store, files, containers, s.default_timeout, s.max_timeout)
         return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys))
 
     @cached_property
     def metrics(self) -> Metrics:
-        return Metrics(sessions=lambda: self.services.containers.live_count,
-                       storage_bytes=lambda: self.blobs.used_bytes())
+        containers = self.services.containers
+        metrics = Metrics(sessions=lambda: containers.live_count, storage_bytes=lambda: self.blobs.used_bytes(),
+                          hibernated=lambda: containers.hibernated_count,
+                          checkpoint_bytes=lambda: containers.checkpoint_bytes)
+        containers.on_restore = metrics.observe_restore
+        return metrics
 
     def app(self) -> FastAPI:
         s = self.settings
@@ -124,10 +130,10 @@ class Gateway:
     async def recover(self) -> None:
         """After a stop or crash: no call of this node stays in progress, and no sandbox of ours is left running.
 
-        Sandboxes the store knows are expired with their /mnt/data kept (a thread's next call
-        restores them); containers it does not know, pooled ones included, are removed. Only this
-        node's rows are touched (and rows from before nodes were recorded): other gateways on the
-        same database run on.
+        Hibernated sandboxes of this node are adopted again (their next call wakes them). Running ones
+        the store knows are expired with their /mnt/data kept (a thread's next call restores them);
+        containers it does not know, pooled ones included, are removed. Only this node's rows are
+        touched (and rows from before nodes were recorded): other gateways on the same database run on.
         """
         node = self.settings.node
         for call in await self.store.calls_in_progress(node=node):
@@ -139,6 +145,12 @@ class Gateway:
             except sandbox.SandboxError:
                 log.warning("cannot list leftover containers; is Docker up?")
         by_id = {c["Id"]: c for c in leftovers}
+        for record in await self.store.containers_with_status("hibernated", node=node):
+            if await self._adopt_hibernated(record, by_id.get(record.docker_id or "")):
+                del by_id[record.docker_id or ""]
+                leftovers = [c for c in leftovers if c["Id"] != record.docker_id]
+            else:  # its checkpoint is gone: its files were kept when it hibernated
+                await self.store.update_container(record.id, status="expired")
         for record in await self.store.containers_with_status("running", node=node):
             container = by_id.get(record.docker_id or "")
             source = self.backend.orphan_files(container) if container is not None and isinstance(
@@ -153,6 +165,26 @@ class Gateway:
             await self.backend.remove_workdir(container)
         if leftovers:
             log.info("removed leftover containers", extra={"count": len(leftovers)})
+
+    async def _adopt_hibernated(self, record: ContainerRecord, container: dict[str, Any] | None) -> bool:
+        """Hand a hibernated sandbox left by the last gateway to the container service; False if it cannot be."""
+        backend = self.backend
+        if container is None or container.get("State") == "running" or not isinstance(backend, sandbox.Hibernation) \
+                or not backend.can_hibernate or not self.settings.hibernate:
+            return False
+        try:
+            session = await sandbox.Session.attach(
+                backend, container["Id"], limits=replace(self.services.containers.defaults.limits,
+                                                         memory=record.memory_limit))
+            size = await backend.checkpoint_bytes(session.host)
+        except sandbox.SandboxError:
+            log.exception("cannot adopt a hibernated sandbox", extra={"container_id": record.id})
+            return False
+        if not size:
+            log.warning("hibernated sandbox has no checkpoint", extra={"container_id": record.id})
+        self.services.containers.adopt_hibernated(record.id, session, size)
+        log.info("adopted a hibernated sandbox", extra={"container_id": record.id})
+        return True
 
     async def _expire_idle(self) -> None:
         while True:

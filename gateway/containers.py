@@ -1,8 +1,11 @@
 """Containers: each one a record in the store and, while running, a live sandbox session.
 
 A live session is leased while a call uses it, so that expiry and eviction only
-ever take idle ones. Expiring keeps every file in /mnt/data in the file store;
-a thread's next call restores them into a new sandbox.
+ever take idle ones. Expiring keeps every file in /mnt/data in the file store.
+Where the runtime can (gVisor), an expiring sandbox also hibernates: its whole
+memory goes to a checkpoint on disk, and the next call wakes it with every
+variable intact. Otherwise, or when a wake fails, a thread's next call restores
+the kept files into a new sandbox.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +30,7 @@ from .pool import WarmPool
 from .store import ContainerFileRecord, ContainerRecord, FileRecord, Page, Store, new_id
 from .transfer import FileSource, collect_version, restore_files, save_files
 
-__all__ = ["MEMORY_LIMITS", "ContainerService", "SandboxDefaults"]
+__all__ = ["MEMORY_LIMITS", "ContainerService", "Restored", "SandboxDefaults"]
 
 log = logging.getLogger("codeinterp.gateway")
 MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
@@ -44,6 +47,16 @@ class SandboxDefaults:
     pool_size: int
     pool_pause: float
     host_memory: int = 0  # bytes of RAM on this host: no container may ask for more; 0 skips the check
+    hibernate: bool = True  # idle sandboxes hibernate (memory kept) where the runtime can, else expire
+    checkpoint_budget: int = 10 << 30  # bytes of checkpoints at most; the least recently used drop to files
+
+
+@dataclass(frozen=True)
+class Restored:
+    """How a sandbox that had gone idle came back for a call."""
+
+    kind: str  # "memory": woken from hibernation, variables intact; "files": a new kernel, files put back
+    reason: str | None = None  # why waking failed, when files were restored instead
 
 
 class ContainerService:
@@ -58,6 +71,10 @@ class ContainerService:
         self._thread_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = \
             weakref.WeakValueDictionary()
         self._starting = 0  # slots held by sandboxes being started or set up, not yet in _live
+        # Hibernated: no RAM, no process, a checkpoint on disk. Not in _live, and not counted in in_use.
+        self._hibernated: dict[str, sandbox.Session] = {}
+        self._checkpoints: dict[str, int] = {}  # bytes of each hibernated sandbox's checkpoint
+        self.on_restore: Callable[[str, float], None] | None = None  # (kind, seconds), for metrics
         self._expiring: dict[str, asyncio.Event] = {}  # set once a container's files are saved
         self._room = asyncio.Lock()
         self.pool = WarmPool(self._start_pooled, defaults.pool_size, pause=defaults.pool_pause,
@@ -66,6 +83,14 @@ class ContainerService:
     @property
     def live_count(self) -> int:
         return len(self._live)
+
+    @property
+    def hibernated_count(self) -> int:
+        return len(self._hibernated)
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        return sum(self._checkpoints.values())
 
     @property
     def in_use(self) -> int:
@@ -85,6 +110,17 @@ class ContainerService:
         if memory_limit == self.defaults.limits.memory and (pooled := self.pool.take()) is not None:
             self._starting += 1
             return pooled
+        await self._reserve_slot()
+        try:
+            return await sandbox.Session.start(
+                self.backend, container_id, limits=replace(self.defaults.limits, memory=memory_limit),
+                labels={**self.defaults.labels, "codeinterp.container": container_id})
+        except BaseException:
+            self._starting -= 1
+            raise
+
+    async def _reserve_slot(self) -> None:
+        """Count one more sandbox in ``_starting`` once there is room (evicting idle ones); 429 if none."""
         deadline = time.monotonic() + self.defaults.capacity_wait
         while True:
             async with self._room:
@@ -97,13 +133,6 @@ class ContainerService:
                 raise AtCapacity(f"All {self.defaults.max_sandboxes} sandboxes are busy; retry shortly.",
                                  retry_after=5)
             await asyncio.sleep(0.25)
-        try:
-            return await sandbox.Session.start(
-                self.backend, container_id, limits=replace(self.defaults.limits, memory=memory_limit),
-                labels={**self.defaults.labels, "codeinterp.container": container_id})
-        except BaseException:
-            self._starting -= 1
-            raise
 
     def _adopt(self, container_id: str, session: sandbox.Session) -> None:
         self._live[container_id] = session
@@ -127,10 +156,23 @@ class ContainerService:
                 return True
         return False
 
+    async def lease_awake(self, record: ContainerRecord) -> tuple[sandbox.Session, Restored | None]:
+        """Like ``lease``, but a hibernated sandbox is woken first (and how it came back is returned)."""
+        restored = None
+        if record.id in self._hibernated or record.id in self._expiring:
+            async with self._thread_lock(record.owner, record.thread_id or record.id):
+                await self._settled(record.id)
+                if record.id in self._hibernated:
+                    woken = await self._restore(record)
+                    if woken is None:  # deleted, or taken by another gateway, meanwhile
+                        raise Conflict(f"Container {record.id} is no longer available here.", param="container_id")
+                    record, restored = woken
+        return self.lease(record), restored
+
     def lease(self, record: ContainerRecord) -> sandbox.Session:
         """The live session, held against expiry until ``release``."""
         session = self._live.get(record.id)
-        if session is None and record.status == "running" and record.node not in (None, self.node):
+        if session is None and record.status in ("running", "hibernated") and record.node not in (None, self.node):
             raise HeldElsewhere(record.node)  # forwarded to that gateway, if it is alive
         if session is None or session.closed:
             state = "expired" if record.status in ("expired", "running") else record.status
@@ -148,8 +190,8 @@ class ContainerService:
 
     @asynccontextmanager
     async def leased(self, record: ContainerRecord) -> AsyncIterator[sandbox.Session]:
-        """The live session for one operation; it cannot expire or be evicted meanwhile."""
-        session = self.lease(record)
+        """The live session for one operation (woken if it hibernated); it cannot expire or be evicted meanwhile."""
+        session, _ = await self.lease_awake(record)
         try:
             yield session
         finally:
@@ -238,15 +280,16 @@ class ContainerService:
         # A thread's create or restore under way would otherwise bring its sandbox back after this.
         async with self._thread_lock(owner, record.thread_id) if record.thread_id else contextlib.nullcontext():
             await self._settled(record.id)
-            session = self._live.pop(record.id, None)
+            session = self._live.pop(record.id, None) or self._hibernated.pop(record.id, None)
+            self._checkpoints.pop(record.id, None)
             if session is not None:
-                await session.close()
+                await session.close()  # a hibernated one's checkpoint goes with its container
             await self.store.update_container(record.id, status="deleted", thread_id=None)
         log.info("container deleted", extra={"container_id": record.id})
 
     async def thread_session(self, owner: str, thread_id: str, *, memory_limit: str | None = None,
-                             ) -> tuple[ContainerRecord, sandbox.Session, bool]:
-        """The thread's leased session: made on first use, restored after expiry (True), never made twice.
+                             ) -> tuple[ContainerRecord, sandbox.Session, Restored | None]:
+        """The thread's leased session: made on first use, woken or restored after expiry, never made twice.
 
         ``memory_limit`` is for a new sandbox; it is fixed for a container's life, so asking an
         existing one for another is a Conflict.
@@ -254,7 +297,7 @@ class ContainerService:
         async with self._thread_lock(owner, thread_id):
             while True:
                 record = await self.store.container_for_thread(owner, thread_id)
-                restored = False
+                restored = None
                 if record is None:
                     record = await self._create(owner, name=f"thread {thread_id}", thread_id=thread_id,
                                                 expires_minutes=self.defaults.thread_expiry_minutes,
@@ -270,30 +313,59 @@ class ContainerService:
                     claimed = await self._restore(record)
                     if claimed is None:  # another gateway restored it first
                         continue
-                    record, restored = claimed, True
+                    record, restored = claimed
                 return record, self.lease(record), restored
 
     async def check_holder(self, record: ContainerRecord) -> None:
         """HeldElsewhere when another live gateway holds the record's sandbox; its requests go there."""
-        if record.status != "running" or record.node in (None, self.node) or self.nodes is None:
+        if record.status not in ("running", "hibernated") or record.node in (None, self.node) or self.nodes is None:
             return
         url = await self.nodes.live_url(record.node)
         if url is not None:
             raise HeldElsewhere(record.node, url)
 
-    async def _restore(self, record: ContainerRecord) -> ContainerRecord | None:
-        """A new sandbox for an expired record, with the files it had in /mnt/data.
+    async def _restore(self, record: ContainerRecord) -> tuple[ContainerRecord, Restored] | None:
+        """Bring an idle record back: woken from hibernation, or else a new sandbox with its kept files.
 
         The record is claimed for this node first (a conditional update on the holder read), so that of
         two gateways restoring it at once one wins; None for the other. A dead holder's calls in progress
         in it become incomplete.
         """
         await self._settled(record.id)  # its files may still be on their way into the store
+        hibernated = record.id in self._hibernated
         if not await self.store.claim(record.id, node=self.node, held_by=record.node):
             return None
         if record.node not in (None, self.node):
             log.warning("took over a thread's container from a gateway that is gone",
                         extra={"container_id": record.id, "node": record.node})
+        started = time.monotonic()
+        reason = None
+        session = self._hibernated.pop(record.id, None) if hibernated else None
+        if session is not None:
+            self._checkpoints.pop(record.id, None)
+            try:
+                await self._reserve_slot()
+            except BaseException:
+                self._hibernated[record.id] = session  # no room now: it sleeps on, wakeable later
+                await self.store.update_container(record.id, status="hibernated", only_if="running")
+                raise
+            try:
+                await session.wake()
+            except sandbox.SandboxError as exc:
+                # Its files were kept in the store when it hibernated: restore those instead.
+                reason = str(exc)
+                log.warning("wake failed; restoring files", extra={"container_id": record.id, "error": reason})
+                await self._abandon(session)
+            except BaseException:
+                await self._abandon(session)
+                await self.store.update_container(record.id, status="expired", only_if="running")
+                raise
+            else:
+                self._adopt(record.id, session)
+                record = await self._running(record, session)
+                self._observe("memory", started)
+                log.info("container woken", extra={"container_id": record.id})
+                return record, Restored("memory")
         try:
             session = await self._new_session(record.id, record.memory_limit)
         except BaseException:
@@ -306,33 +378,83 @@ class ContainerService:
             await self.store.update_container(record.id, status="expired", only_if="running")
             raise
         self._adopt(record.id, session)
+        record = await self._running(record, session)
+        self._observe("files", started)
+        log.info("container restored", extra={"container_id": record.id})
+        return record, Restored("files", reason)
+
+    async def _running(self, record: ContainerRecord, session: sandbox.Session) -> ContainerRecord:
         now = time.time()
         await self.store.update_container(record.id, status="running", docker_id=session.host.name,
                                           last_active_at=now)
-        log.info("container restored", extra={"container_id": record.id})
         return replace(record, status="running", docker_id=session.host.name, last_active_at=now, node=self.node)
 
+    def _observe(self, kind: str, started: float) -> None:
+        if self.on_restore is not None:
+            self.on_restore(kind, time.monotonic() - started)
+
     async def expire(self, container_id: str, *, reason: str, force: bool = False) -> bool:
-        """Stop an idle sandbox, keeping its files. False if it is leased (unless forced) or not live."""
+        """Hibernate an idle sandbox, or stop it, keeping its files either way.
+
+        False if it is leased (unless forced) or not live. The files go to the store first, so
+        that a wake that fails later can fall back on them.
+        """
         session = self._live.get(container_id)
         if session is None or (self._leases.get(container_id) and not force):
             return False
         del self._live[container_id]  # before any await: no new lease can take it now
         saved = self._expiring[container_id] = asyncio.Event()
+        hibernated = False
         try:
             try:
                 record = await self.store.container_by_id(container_id)
                 if record is not None:
                     await self.save(record, session)
             finally:
-                await session.close()
+                hibernated = await self._hibernate_or_close(container_id, session)
         finally:
             # Only a running record of ours expires: a delete meanwhile stays deleted.
-            await self.store.update_container(container_id, status="expired", only_if="running", only_node=self.node)
+            await self.store.update_container(container_id, status="hibernated" if hibernated else "expired",
+                                              only_if="running", only_node=self.node)
             del self._expiring[container_id]
             saved.set()
-        log.info("container expired", extra={"container_id": container_id, "reason": reason})
+        log.info("container hibernated" if hibernated else "container expired",
+                 extra={"container_id": container_id, "reason": reason})
+        if hibernated:
+            await self._within_budget()
         return True
+
+    async def _hibernate_or_close(self, container_id: str, session: sandbox.Session) -> bool:
+        """True if the sandbox hibernated; else it is closed (memory lost, files kept in the store)."""
+        if self.defaults.hibernate and session.can_hibernate:
+            try:
+                size = await session.hibernate()
+            except sandbox.SandboxError as exc:
+                log.warning("hibernation failed; expiring", extra={"container_id": container_id, "error": str(exc)})
+            else:
+                self._hibernated[container_id] = session
+                self._checkpoints[container_id] = size
+                return True
+        await session.close()
+        return False
+
+    def adopt_hibernated(self, container_id: str, session: sandbox.Session, size: int) -> None:
+        """A hibernated sandbox found at startup: wakeable again by its container's next call."""
+        self._hibernated[container_id] = session
+        self._checkpoints[container_id] = size
+
+    async def _within_budget(self) -> None:
+        """Drop the least recently used hibernations to files-only while checkpoints exceed the budget."""
+        for _, container_id in sorted((s.last_active, cid) for cid, s in self._hibernated.items()):
+            if self.checkpoint_bytes <= self.defaults.checkpoint_budget:
+                return
+            session = self._hibernated.pop(container_id, None)
+            self._checkpoints.pop(container_id, None)
+            if session is None:
+                continue
+            await session.close()
+            await self.store.update_container(container_id, status="expired", only_if="hibernated")
+            log.info("hibernation dropped to files", extra={"container_id": container_id, "reason": "budget"})
 
     async def save(self, record: ContainerRecord, source: FileSource) -> int:
         return await save_files(self.store, self.files, record, source)
@@ -347,7 +469,10 @@ class ContainerService:
         return expired
 
     async def close_all(self) -> None:
-        """At shutdown: every sandbox expires with its files kept; the pool's are simply removed."""
+        """At shutdown: every sandbox hibernates (or expires) with its files kept; the pool's are removed.
+
+        Hibernated sandboxes stay on disk: the next gateway on this data dir adopts them.
+        """
         await self.pool.close()
         for container_id in list(self._live):
             try:

@@ -10,7 +10,9 @@ __all__ = ["Metrics"]
 
 
 class Metrics:
-    def __init__(self, sessions: Callable[[], float], storage_bytes: Callable[[], float]) -> None:
+    def __init__(self, sessions: Callable[[], float], storage_bytes: Callable[[], float],
+                 hibernated: Callable[[], float] = lambda: 0, checkpoint_bytes: Callable[[], float] = lambda: 0,
+                 ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("codeinterp_requests_total", "HTTP requests", ["method", "route", "status"],
                                 registry=self.registry)
@@ -19,6 +21,17 @@ class Metrics:
         Gauge("codeinterp_sessions", "Live sandbox sessions", registry=self.registry).set_function(sessions)
         Gauge("codeinterp_storage_bytes", "Bytes in the file store",
               registry=self.registry).set_function(storage_bytes)
+        Gauge("codeinterp_hibernated", "Hibernated sandboxes: memory in a checkpoint on disk, no RAM",
+              registry=self.registry).set_function(hibernated)
+        Gauge("codeinterp_checkpoint_bytes", "Disk used by hibernated sandboxes' checkpoints",
+              registry=self.registry).set_function(checkpoint_bytes)
+        self.restores = Histogram("codeinterp_restore_seconds", "Bringing an idle sandbox back for a call",
+                                  ["restored"], registry=self.registry,
+                                  buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32))
+
+    def observe_restore(self, kind: str, seconds: float) -> None:
+        """One sandbox brought back: ``kind`` "memory" (woken) or "files" (a new kernel)."""
+        self.restores.labels(restored=kind).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     data_quota: str = "auto"
     # The Docker runtime for sandboxes, e.g. "runsc" for gVisor; empty means Docker's default (runc).
     runtime: str = ""
+    # Idle sandboxes hibernate instead of expiring, where the runtime can (gVisor's runsc): their whole
+    # memory is checkpointed to disk and the next call wakes them with every variable intact.
+    hibernate: bool = True
+    # Disk for hibernated sandboxes' checkpoints, at most; beyond it the least recently used ones drop
+    # to files-only (their next call gets a new kernel with the files in /mnt/data).
+    checkpoint_budget: str = "10g"
     # Idle minutes before a thread's sandbox expires (containers carry their own expires_after).
     thread_expiry_minutes: float = 60
     # Seconds between sweeps for idle sandboxes to expire.

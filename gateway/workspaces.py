@@ -20,7 +20,7 @@ from typing import Protocol
 import sandbox
 
 from .calls import CallService
-from .containers import ContainerService
+from .containers import ContainerService, Restored
 from .errors import GatewayError, NotFound
 from .files import FileService
 from .outcomes import error_of
@@ -186,7 +186,7 @@ class ThreadWorkspace:
         return None if record is None or record.status == "deleted" else record
 
     @contextlib.asynccontextmanager
-    async def _leased(self) -> AsyncIterator[tuple[ContainerRecord, sandbox.Session, bool]]:
+    async def _leased(self) -> AsyncIterator[tuple[ContainerRecord, sandbox.Session, Restored | None]]:
         with _translated():
             record, session, restored = await self.containers.thread_session(self.owner, self.thread_id)
         try:

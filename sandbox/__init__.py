@@ -8,7 +8,7 @@ An async library with no web framework in it::
         assert result.stdout == "2\\n"
 """
 
-from ._backend import Backend, KernelHost, Limits, SessionSpec, parse_size
+from ._backend import Backend, Hibernation, KernelHost, Limits, SessionSpec, parse_size
 from ._datadir import safe_name
 from ._docker import LABEL, DockerBackend, DockerConfig
 from ._errors import (
@@ -17,6 +17,8 @@ from ._errors import (
     FileError,
     FileNotFound,
     FileTooLarge,
+    HibernationError,
+    HibernationUnsupported,
     ImageBuildError,
     ImageNotFound,
     InvalidFileName,
@@ -57,6 +59,9 @@ __all__ = [
     "FileInfo",
     "FileNotFound",
     "FileTooLarge",
+    "Hibernation",
+    "HibernationError",
+    "HibernationUnsupported",
     "ImageBuildError",
     "ImageNotFound",
     "ImageSpec",

@@ -19,7 +19,7 @@ from ._datadir import DataDir, Snapshot
 from ._errors import ConfigError
 from ._results import FileInfo, KernelExit
 
-__all__ = ["Backend", "KernelHost", "Limits", "MountedFiles", "SessionSpec", "parse_size"]
+__all__ = ["Backend", "Hibernation", "KernelHost", "Limits", "MountedFiles", "SessionSpec", "parse_size"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
@@ -119,6 +119,34 @@ class Backend(Protocol):
                             max_digest_bytes: int) -> tuple[list[FileInfo], bool]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Hibernation(Protocol):
+    """A backend that can checkpoint a host's whole memory to disk, stop it, and restore it later.
+
+    While hibernated a host holds no RAM and runs no process; its /mnt/data stays on disk. Close the
+    kernel channel before ``hibernate``: a relay running at checkpoint time cannot be restored.
+    """
+
+    @property
+    def can_hibernate(self) -> bool: ...
+
+    async def hibernate(self, host: KernelHost) -> int:
+        """Checkpoint and stop the host; the checkpoint's size in bytes (0 when it cannot be measured).
+
+        HibernationUnsupported when the runtime cannot; HibernationError when the checkpoint
+        failed (the kernel may be gone: its memory is then lost, its files are not).
+        """
+
+    async def wake(self, host: KernelHost) -> None:
+        """Restore a hibernated host, memory intact; HibernationError when it cannot be."""
+
+    async def adopt(self, name: str) -> KernelHost:
+        """The KernelHost of an existing (hibernated) host, e.g. after this process restarted."""
+
+    async def checkpoint_bytes(self, host: KernelHost) -> int:
+        """Disk used by the host's checkpoint; 0 when there is none or it cannot be measured."""
 
 
 class MountedFiles:

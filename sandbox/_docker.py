@@ -9,6 +9,8 @@ import os
 import secrets
 import socket
 import struct
+import subprocess
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +26,15 @@ from docker.types import Ulimit
 from ._backend import KernelHost, MountedFiles, SessionSpec, parse_size
 from ._channel import Pipe
 from ._datadir import DataDir
-from ._errors import BackendUnavailable, ConfigError, ImageNotFound, KernelStartError, SandboxError
+from ._errors import (
+    BackendUnavailable,
+    ConfigError,
+    HibernationError,
+    HibernationUnsupported,
+    ImageNotFound,
+    KernelStartError,
+    SandboxError,
+)
 from ._inside import source
 from ._results import FileInfo, KernelExit
 from ._seccomp import profile_json
@@ -37,6 +47,10 @@ _RUN = "/run/kernel"  # the kernel's connection file and ipc sockets: a tmpfs pr
 _HOME = "/home/sandbox"
 _PYTHON = "/opt/venv/bin/python"
 _KEY_VAR = "CODEINTERP_KERNEL_KEY"
+_CHECKPOINT = "hibernated"  # one per container, in Docker's default place (a custom dir is refused on start)
+_HIBERNATING_RUNTIMES = ("runsc",)  # CRIU, runc's checkpointer, fails on the kernels we run on
+# Where Docker 20.10's shim keeps runsc's container state (its --root), on this host.
+_RUNSC_ROOT = "/run/docker/runtime-runc/moby"
 log = logging.getLogger("codeinterp.sandbox")
 T = TypeVar("T")
 
@@ -274,6 +288,75 @@ class DockerBackend(MountedFiles):
         if source is not None:
             await asyncio.to_thread(release_workdir, source.parent)
 
+    # -- hibernation (gVisor only) ---------------------------------------------------
+
+    @property
+    def can_hibernate(self) -> bool:
+        return self.config.runtime in _HIBERNATING_RUNTIMES
+
+    async def hibernate(self, host: KernelHost) -> int:
+        if not self.can_hibernate:
+            raise HibernationUnsupported(
+                f"runtime {self.config.runtime or 'runc'} cannot checkpoint memory; use runtime='runsc' (gVisor)")
+
+        def checkpoint() -> None:
+            api: Any = self._docker().api  # checkpoints have no wrapper in docker-py: its raw calls
+            _wait_for_execs(api, host.name)
+            _delete_checkpoint(api, host.name)  # one left by a wake that could not delete it
+            response = api._post_json(api._url("/containers/{0}/checkpoints", host.name),
+                                      data={"CheckpointID": _CHECKPOINT, "Exit": True})
+            api._raise_for_status(response)
+        try:
+            await self._call(checkpoint)
+        except HibernationError:
+            raise
+        except SandboxError as exc:
+            raise HibernationError(f"checkpoint of {host.name[:12]} failed: {exc}") from exc
+        return await self.checkpoint_bytes(host)
+
+    async def wake(self, host: KernelHost) -> None:
+        if not self.can_hibernate:
+            raise HibernationUnsupported(f"runtime {self.config.runtime or 'runc'} cannot restore memory")
+
+        def restore() -> None:
+            api: Any = self._docker().api
+            start = api._url("/containers/{0}/start", host.name)
+            response = api._post(start, params={"checkpoint": _CHECKPOINT})
+            if response.status_code >= 400 and "id already in use" in response.text:
+                # runsc 20221219 leaves the state of a restored sandbox behind when it is checkpointed
+                # again (it lists as "paused", its process gone): every later restore is refused.
+                _forget_runsc_state(host.name)
+                response = api._post(start, params={"checkpoint": _CHECKPOINT})
+            api._raise_for_status(response)
+            # Restored: the checkpoint is spent. Deleting it frees its disk now, not when the container goes.
+            _delete_checkpoint(api, host.name)
+        try:
+            await self._call(restore)
+        except SandboxError as exc:
+            raise HibernationError(f"restore of {host.name[:12]} failed: {exc}") from exc
+
+    async def adopt(self, name: str) -> KernelHost:
+        info = await self._call(lambda: self._docker().api.inspect_container(name))
+        env = dict(item.partition("=")[::2] for item in info["Config"].get("Env") or [])
+        source = self._data_dir_of(info)
+        if _KEY_VAR not in env or source is None:
+            raise SandboxError(f"container {name[:12]} is not one of this backend's sandboxes")
+        session = (info["Config"].get("Labels") or {}).get(f"{LABEL}.session", "")
+        return KernelHost(session_id=session, name=info["Id"], key=env[_KEY_VAR],
+                          data=DataDir(source, uid=self.config.uid))
+
+    async def checkpoint_bytes(self, host: KernelHost) -> int:
+        def measure() -> int:
+            root = self._docker().info().get("DockerRootDir", "/var/lib/docker")
+            total = 0
+            # Only readable when Docker runs on this host and we may read its root: else 0, unmeasured.
+            with contextlib.suppress(OSError):
+                for path in (Path(root) / "containers" / host.name / "checkpoints").rglob("*"):
+                    with contextlib.suppress(OSError):
+                        total += path.lstat().st_size
+            return total
+        return await self._call(measure)
+
     async def interrupt(self, host: KernelHost) -> None:
         # tini (PID 1, run with -g) forwards SIGINT to the kernel's process group.
         def kill() -> None:
@@ -309,6 +392,40 @@ class DockerBackend(MountedFiles):
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
         self._pool.shutdown(wait=False)
+
+
+def _wait_for_execs(api: Any, name: str, timeout: float = 10.0) -> None:
+    """Wait until no ``docker exec`` runs in the container: a relay caught by a checkpoint holds
+    host file descriptors, and gVisor then fails the restore ("failed to set host FD non-blocking")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [e for e in api.inspect_container(name).get("ExecIDs") or []
+                   if _exec_running(api, e)]
+        if not running:
+            return
+        if time.monotonic() > deadline:
+            raise HibernationError(f"{len(running)} exec session(s) still run in {name[:12]}; close the channel first")
+        time.sleep(0.05)
+
+
+def _exec_running(api: Any, exec_id: str) -> bool:
+    try:
+        return bool(api.exec_inspect(exec_id).get("Running"))
+    except docker.errors.NotFound:
+        return False
+
+
+def _forget_runsc_state(container_id: str) -> None:
+    """Drop runsc's stale record of a container Docker sees as exited. ``delete --force`` removes the
+    record, then panics on the "paused => stopped" transition: its exit status says nothing."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(["runsc", "--root", _RUNSC_ROOT, "delete", "--force", container_id],
+                       capture_output=True, timeout=30, check=False)
+
+
+def _delete_checkpoint(api: Any, name: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        api._raise_for_status(api._delete(api._url("/containers/{0}/checkpoints/{1}", name, _CHECKPOINT)))
 
 
 class OrphanFiles:

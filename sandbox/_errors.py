@@ -24,6 +24,8 @@ __all__ = [
     "FileError",
     "FileNotFound",
     "FileTooLarge",
+    "HibernationError",
+    "HibernationUnsupported",
     "ImageBuildError",
     "ImageNotFound",
     "InvalidFileName",
@@ -36,6 +38,14 @@ __all__ = [
 
 class SandboxError(Exception):
     """A failure of the platform, never of the user's code."""
+
+
+class HibernationError(SandboxError):
+    """A checkpoint or a restore failed: the host's memory is lost, its /mnt/data is not."""
+
+
+class HibernationUnsupported(HibernationError):
+    """This backend or runtime cannot checkpoint memory (only gVisor's runsc can, here)."""
 
 
 class ConfigError(SandboxError, ValueError):

@@ -248,8 +248,11 @@ class KernelClient:
         if channel is not None:
             await channel.aclose()
 
-    async def wait_ready(self, timeout: float, alive: Callable[[], Awaitable[bool]]) -> None:
-        """Return once the kernel answers kernel_info on shell and on iopub; raise if it dies or stays silent."""
+    async def wait_ready(self, timeout: float, alive: Callable[[], Awaitable[bool]], *, setup: bool = True) -> None:
+        """Return once the kernel answers kernel_info on shell and on iopub; raise if it dies or stays silent.
+
+        ``setup=False`` for a kernel that already ran the setup (one woken from hibernation).
+        """
         deadline = time.monotonic() + timeout
         channel = self.channel
         await channel.ready(timeout)
@@ -264,8 +267,9 @@ class KernelClient:
                     await asyncio.wait_for(heard.wait(), 0.5)
             channel.forget(msg_id)
             if heard.is_set():
-                setup = await channel.request("shell", "execute_request", _execute_content(_KERNEL_SETUP, True))
-                channel.forget(setup)
+                if setup:
+                    sent = await channel.request("shell", "execute_request", _execute_content(_KERNEL_SETUP, True))
+                    channel.forget(sent)
                 return
             if channel.closed.is_set() or time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()

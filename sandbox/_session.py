@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from ._backend import Backend, KernelHost, Limits, SessionSpec
-from ._errors import KernelStartError, SessionClosed
+from ._backend import Backend, Hibernation, KernelHost, Limits, SessionSpec
+from ._errors import HibernationError, HibernationUnsupported, KernelStartError, SessionClosed
 from ._kernel import Collector, KernelClient, OutputSink
 from ._results import ExecutionResult, FileInfo, KernelExit, Notice, Outcome
 
@@ -30,6 +30,7 @@ class Session:
         self._kernel = kernel
         self._lock = asyncio.Lock()
         self._closed = False
+        self._hibernated = False
         self.started_at = time.time()
         self.last_active = time.time()
 
@@ -63,6 +64,15 @@ class Session:
             raise
         return session
 
+    @classmethod
+    async def attach(cls, backend: Backend, name: str, *, limits: Limits | None = None) -> Session:
+        """A hibernated host left by an earlier process, as a session; its next execute wakes it."""
+        hibernation = _hibernation(backend)
+        host = await hibernation.adopt(name)
+        session = cls(backend, host, KernelClient(lambda: backend.connect(host), host.key), limits or Limits())
+        session._hibernated = True
+        return session
+
     @property
     def id(self) -> str:
         return self.host.session_id
@@ -70,6 +80,14 @@ class Session:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def hibernated(self) -> bool:
+        return self._hibernated
+
+    @property
+    def can_hibernate(self) -> bool:
+        return isinstance(self.backend, Hibernation) and self.backend.can_hibernate
 
     @property
     def busy(self) -> bool:
@@ -124,6 +142,7 @@ class Session:
         try:
             if stop.is_set():  # cancelled while it waited for its turn: never submit it
                 return ExecutionResult(outcome=Outcome.CANCELLED, duration=time.monotonic() - waited)
+            await self._wake()
             return await self._execute(code, timeout, waited + timeout, sink, stop)
         finally:
             self._lock.release()
@@ -222,6 +241,53 @@ class Session:
         async with self._lock:
             await self._restart()
 
+    # -- hibernation -----------------------------------------------------------
+
+    async def hibernate(self) -> int:
+        """Checkpoint the whole kernel to disk and stop it: no RAM, no process; the next execute
+        (or ``wake``) restores every variable. Returns the checkpoint's bytes (0 if unmeasured).
+
+        HibernationUnsupported when the backend's runtime cannot (only gVisor's can); then nothing
+        changed. HibernationError when the checkpoint failed: if the kernel still runs the session
+        goes on as before, else its memory is lost (``close`` it; /mnt/data is kept).
+        """
+        if self._closed:
+            raise SessionClosed(f"session {self.id} was closed; start a new one")
+        hibernation = _hibernation(self.backend)
+        async with self._lock:
+            if self._hibernated:
+                return await hibernation.checkpoint_bytes(self.host)
+            # The relay must be gone first: one caught in the checkpoint cannot be restored.
+            await self._kernel.close()
+            try:
+                size = await hibernation.hibernate(self.host)
+            except BaseException:
+                if await self._alive():
+                    await self._kernel.open()
+                raise
+            self._hibernated = True
+            return size
+
+    async def wake(self) -> None:
+        """Restore a hibernated kernel, memory intact; HibernationError when it cannot be."""
+        if self._closed:
+            raise SessionClosed(f"session {self.id} was closed; start a new one")
+        async with self._lock:
+            await self._wake()
+
+    async def _wake(self) -> None:
+        if not self._hibernated:
+            return
+        await _hibernation(self.backend).wake(self.host)
+        try:
+            await self._kernel.reconnect()
+            await self._kernel.wait_ready(self.limits.start_timeout, self._alive, setup=False)
+        except KernelStartError as exc:
+            raise HibernationError(f"the restored kernel did not answer: {exc}") from exc
+        finally:
+            self._hibernated = False  # running again, or broken: either way no longer a checkpoint
+        self.last_active = time.time()
+
     # -- files ---------------------------------------------------------------
 
     async def write_file(self, name: str, data: bytes | BinaryIO, *,
@@ -261,3 +327,10 @@ class Session:
             await self._kernel.close()
         finally:
             await self.backend.stop(self.host)
+
+
+def _hibernation(backend: Backend) -> Hibernation:
+    if not isinstance(backend, Hibernation) or not backend.can_hibernate:
+        raise HibernationUnsupported(f"{type(backend).__name__} cannot hibernate a session here; "
+                                     "DockerBackend with runtime='runsc' (gVisor) can")
+    return backend

@@ -138,7 +138,8 @@ async def delete_container_file(request: Request, owner: Owner, container_id: st
 async def create_call(request: Request, owner: Owner, container_id: str, body: CallRequest) -> Response:
     services = _services(request)
     record = await services.containers.get(owner, container_id)
-    run = await services.calls.start(owner, record, services.containers.lease(record), code=body.input,
+    session, restored = await services.containers.lease_awake(record)
+    run = await services.calls.start(owner, record, session, code=body.input, restored=restored,
                                      file_ids=body.file_ids, timeout=body.timeout, stream=body.stream,
                                      background=body.background)
     return await respond(services, run, body, call_view(request, owner, body.format, body.image_url))

@@ -33,11 +33,11 @@ async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body:
     containers = services.containers
     if not body.input.strip():  # refuse before the thread's sandbox is created, not after
         raise BadRequest("'input' must contain code to run.", param="input")
-    file_ids, restored = list(body.file_ids), False
+    file_ids, restored = list(body.file_ids), None
     if isinstance(body.container, str):  # an explicit container, as the Responses tool allows
         record = await containers.get(owner, body.container)
         await containers.check_file_ids(owner, file_ids)
-        session = containers.lease(record)
+        session, restored = await containers.lease_awake(record)
     else:  # "auto", the default: the thread's active container, or a new one
         memory_limit = body.container.memory_limit if body.container else None
         if body.container:

@@ -30,6 +30,35 @@ def _unbounded_queues() -> None:
     zmq.Context.socket = socket  # type: ignore[method-assign]
 
 
+def _ipc_subprocess_pipe(run_dir: str) -> None:
+    # ipykernel collects the output of forked children through a PULL socket bound to a random
+    # TCP port on 127.0.0.1. gVisor cannot checkpoint a listening TCP endpoint that is polled
+    # ("endpoint still has waiters upon save"), so a sandbox could never hibernate. A Unix socket
+    # in the private run dir does the same job and checkpoints.
+    from ipykernel import iostream
+    from zmq.eventloop.zmqstream import ZMQStream
+
+    address = "ipc://" + os.path.join(run_dir, "subprocess-output")
+
+    def setup_pipe_in(self):  # type: ignore[no-untyped-def]
+        self._pipe_uuid = os.urandom(16)
+        pipe_in = self.socket.context.socket(zmq.PULL)
+        pipe_in.linger = 0
+        pipe_in.bind(address)
+        self._pipe_in = ZMQStream(pipe_in, self.io_loop)
+        self._pipe_in.on_recv(self._handle_pipe_msg)
+
+    def setup_pipe_out(self):  # type: ignore[no-untyped-def]
+        ctx = zmq.Context()  # a new context: this runs in a forked child
+        pipe_out = ctx.socket(zmq.PUSH)
+        pipe_out.linger = 3000
+        pipe_out.connect(address)
+        return ctx, pipe_out
+
+    iostream.IOPubThread._setup_pipe_in = setup_pipe_in  # type: ignore[method-assign]
+    iostream.IOPubThread._setup_pipe_out = setup_pipe_out  # type: ignore[method-assign]
+
+
 def main() -> None:
     run_dir = sys.argv[1]
     key = os.environ.pop("CODEINTERP_KERNEL_KEY")
@@ -38,9 +67,10 @@ def main() -> None:
     info = {"transport": "ipc", "ip": os.path.join(run_dir, "k"), "shell_port": 1, "iopub_port": 2,
             "stdin_port": 3, "control_port": 4, "hb_port": 5, "key": key,
             "signature_scheme": "hmac-sha256", "kernel_name": ""}
-    for port in range(1, 6):  # sockets of a kernel that was killed
+    stale = [f"{info['ip']}-{port}" for port in range(1, 6)] + [os.path.join(run_dir, "subprocess-output")]
+    for name in stale:  # sockets of a kernel that was killed
         try:
-            os.unlink(f"{info['ip']}-{port}")
+            os.unlink(name)
         except FileNotFoundError:
             pass
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -56,6 +86,7 @@ def main() -> None:
             shutil.copytree(seed, os.path.join(home, ".config", "matplotlib"), dirs_exist_ok=True)
         os.chdir(home)
     _unbounded_queues()
+    _ipc_subprocess_pipe(run_dir)
     sys.argv = ["ipykernel_launcher", "-f", path, "--HistoryManager.enabled=False", "--IPKernelApp.quiet=True"]
     from ipykernel import kernelapp
 

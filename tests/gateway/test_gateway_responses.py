@@ -35,7 +35,7 @@ pytestmark = pytest.mark.docker
 
 PNG = b"\x89PNG\r\n\x1a\n"
 EXTENSIONS = {"error", "container_id", "thread_id", "created_at", "completed_at", "files", "rich_outputs",
-              "execution_count", "session_restored"}
+              "execution_count", "session_restored", "restored"}
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     "response.output_item.added": ResponseOutputItemAddedEvent,
     "response.code_interpreter_call.in_progress": ResponseCodeInterpreterCallInProgressEvent,

@@ -1,0 +1,137 @@
+"""Hibernation under gVisor: `.venv/bin/python -m bench.hibernate [--rounds N] [--output FILE]`.
+
+For a fresh kernel and for one holding pandas plus a ~50 MB DataFrame, in one run:
+checkpoint time and size, restore-to-first-result (`print(x)` on a hibernated session:
+restore, reconnect, execute), and what a hibernated sandbox costs the host (RAM of every
+process left for its container, disk of its checkpoint, /mnt/data image and Docker files).
+How many this machine holds is extrapolated from those per-sandbox costs, not measured.
+Containers carry codeinterp.bench=1 and are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sandbox
+
+DATAFRAME = ("import numpy as np, pandas as pd\n"
+             "df = pd.DataFrame(np.random.default_rng(1).random((820_000, 8)), columns=list('abcdefgh'))\n"
+             "x = round(float(df['c'].mean()), 6)\nprint(df.memory_usage().sum() >> 20, 'MiB')")
+FRESH = "x = 1"
+CASES = {"fresh kernel": FRESH, "pandas + 50 MB DataFrame": DATAFRAME}
+
+
+def host_rss(container_id: str) -> int:
+    """Bytes of RSS of every host process whose command line names the container."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if container_id.encode() in (proc / "cmdline").read_bytes():
+                for line in (proc / "status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def disk_bytes(path: Path) -> int:
+    """Allocated bytes under ``path`` (sparse files count what they use)."""
+    out = subprocess.run(["du", "-sb", "--apparent-size", str(path)], capture_output=True, text=True)
+    used = subprocess.run(["du", "-sB1", str(path)], capture_output=True, text=True)
+    return int(used.stdout.split()[0]) if used.returncode == 0 else int(out.stdout.split()[0] or 0)
+
+
+async def one(backend: sandbox.DockerBackend, setup: str) -> dict[str, float]:
+    session = await sandbox.Session.start(backend, "bench-hibernate")
+    try:
+        result = await session.execute(setup, timeout=300)
+        assert result.outcome is sandbox.Outcome.OK, result
+        live_rss = host_rss(session.host.name)
+        started = time.monotonic()
+        size = await session.hibernate()
+        checkpoint_s = time.monotonic() - started
+        await asyncio.sleep(1)
+        asleep_rss = host_rss(session.host.name)
+        docker_dir = Path("/var/lib/docker/containers") / session.host.name
+        workdir = session.host.data.path.parent
+        disk = disk_bytes(docker_dir) + disk_bytes(workdir)
+        started = time.monotonic()
+        result = await session.execute("print(x)")
+        restore_s = time.monotonic() - started
+        assert result.outcome is sandbox.Outcome.OK and result.stdout.strip(), result
+        return {"checkpoint_s": checkpoint_s, "checkpoint_bytes": size, "restore_s": restore_s,
+                "live_rss": live_rss, "asleep_rss": asleep_rss, "disk": disk}
+    finally:
+        await session.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    backend = sandbox.DockerBackend(sandbox.DockerConfig(runtime="runsc", labels={"codeinterp.bench": "1"},
+                                                         work_root=Path("/tmp/codeinterp-bench-hib")))
+    rows: dict[str, list[dict[str, float]]] = {}
+    failures: dict[str, int] = {}
+    try:
+        for name, setup in CASES.items():
+            rows[name] = []
+            for i in range(args.rounds):
+                print(f"{name}: round {i + 1}/{args.rounds}", file=sys.stderr)
+                try:
+                    rows[name].append(await one(backend, setup))
+                except sandbox.SandboxError as exc:  # counted in the table, not hidden
+                    failures[name] = failures.get(name, 0) + 1
+                    print(f"{name}: round {i + 1} failed: {exc}", file=sys.stderr)
+    finally:
+        for container in await backend.list_labelled(**{"codeinterp.bench": "1"}):
+            with contextlib.suppress(sandbox.SandboxError):  # one being removed already
+                await backend.remove_container(container["Id"])
+                await backend.remove_workdir(container)
+        await backend.aclose()
+
+    mib = 1 << 20
+    lines = [f"runsc {subprocess.run(['runsc', '--version'], capture_output=True, text=True).stdout.split()[2]}, "
+             f"{args.rounds} rounds per case, {os.cpu_count()} cores", "",
+             "| case | checkpoint p50 (s) | checkpoint size p50 (MiB) | restore to first result p50 / max (s) "
+             "| host RAM live / hibernated (MiB) | disk hibernated (MiB) | rounds ok / failed |",
+             "|---|---|---|---|---|---|---|"]
+    for name, runs in rows.items():
+        def p50(key: str, runs: list[dict[str, float]] = runs) -> float:
+            return statistics.median(r[key] for r in runs)
+        lines.append(f"| {name} | {p50('checkpoint_s'):.2f} | {p50('checkpoint_bytes') / mib:.1f} | "
+                     f"{p50('restore_s'):.2f} / {max(r['restore_s'] for r in runs):.2f} | "
+                     f"{p50('live_rss') / mib:.0f} / {p50('asleep_rss') / mib:.1f} | {p50('disk') / mib:.1f} | "
+                     f"{len(runs)} / {failures.get(name, 0)} |")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    free_disk = shutil.disk_usage("/var/lib/docker").free
+    for name, runs in rows.items():
+        disk = statistics.median(r["disk"] for r in runs)
+        ram = statistics.median(r["asleep_rss"] for r in runs)
+        by_disk = int(free_disk // disk) if disk else 0
+        by_ram = int(memory // ram) if ram else None
+        lines.append(f"\n{name}: extrapolated, not measured: {by_disk} hibernated sandboxes fit the "
+                     f"{free_disk / (1 << 30):.0f} GiB free under /var/lib/docker at {disk / mib:.1f} MiB each; "
+                     + (f"{by_ram} fit {memory / (1 << 30):.0f} GiB of RAM at {ram / mib:.1f} MiB each."
+                        if by_ram else "a hibernated sandbox left no host process, so RAM does not bound it."))
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
