@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -29,6 +29,8 @@ log = logging.getLogger("codeinterp.gateway")
 
 RESTORED = ("[This sandbox had expired and was started again: Python variables were reset, "
             "but the files in /mnt/data are in place.]")
+DELETED = {"code": "container_deleted",
+           "message": "The container was deleted during the call; the execution was interrupted."}
 _RICH = ("text/html", "image/svg+xml", "application/json")
 _LINK = re.compile(r"sandbox:(/mnt/data/[^\s()\[\]<>\"'`]+)")
 PROGRESS_INTERVAL = 0.5  # seconds between two writes of a background call's partial body
@@ -56,8 +58,13 @@ class CallRun:
     stop_reason: str | None = None  # "cancelled" or "shutdown" when the gateway stopped it on purpose
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # outputs grew since the last write
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once its end is about to be recorded
+    deleted: bool = False  # its container was deleted while it ran
     task: asyncio.Task[dict[str, Any]] | None = None
     progress: asyncio.Task[None] | None = None
+
+    def container_deleted(self) -> None:
+        self.deleted = True
+        self.stop.set()
 
     def tool_call(self, outputs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "type": "code_interpreter",
@@ -111,7 +118,9 @@ class CallService:
                                    "code_interpreter": {"input": code, "outputs": []}})
             if restored:
                 await self._consume(owner, run, sandbox.Notice(RESTORED))
-            run.task = asyncio.create_task(self._run(owner, record, session, run, seconds))
+            # A delete from here on interrupts the call; one already under way stops it before it starts.
+            unwatch = self.containers.on_delete(record.id, run.container_deleted)
+            run.task = asyncio.create_task(self._run(owner, record, session, run, seconds, unwatch))
             self._running[run.id] = run
             if background:
                 run.progress = asyncio.create_task(self._save_progress(run))
@@ -121,10 +130,11 @@ class CallService:
         return run
 
     async def _run(self, owner: str, record: ContainerRecord, session: sandbox.Session, run: CallRun,
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, unwatch: Callable[[], None]) -> dict[str, Any]:
         try:
             return await self._execute(owner, record, session, run, timeout)
         finally:
+            unwatch()
             self._running.pop(run.id, None)
             self.containers.release(record.id)
 
@@ -171,21 +181,34 @@ class CallService:
                 if not execution.done():
                     execution.cancel()
             result = execution.result()
-            files = await self._collect(owner, record, session, result.files)
-            code, message = error_of(result)
-            if result.outcome is sandbox.Outcome.CANCELLED and run.stop_reason is not None:
-                code, message = stopped_error(run.stop_reason, result)
-            status = "completed" if result.outcome in (sandbox.Outcome.OK, sandbox.Outcome.ERROR) else "incomplete"
-            body = run.body(status, {"code": code, "message": message} if code else None, files,
-                            int(time.time()), result.execution_count)
-        except sandbox.SandboxError as exc:
-            log.warning("call failed", extra={"call_id": run.id, "error": type(exc).__name__})
-            body = run.body("failed", {"code": "sandbox_error", "message": str(exc)}, (), int(time.time()))
-        except BaseException:
-            body = run.body("failed", {"code": "sandbox_error", "message": "internal error"}, (), int(time.time()))
-            await asyncio.shield(self._finish(run, body))
-            run.emit(None)
-            raise
+            if run.deleted and result.outcome is sandbox.Outcome.CANCELLED:
+                # Its files went with the container: nothing to collect.
+                body = run.body("incomplete", DELETED, (), int(time.time()), result.execution_count)
+            else:
+                files = await self._collect(owner, record, session, result.files)
+                code, message = error_of(result)
+                if result.outcome is sandbox.Outcome.CANCELLED and run.stop_reason is not None:
+                    code, message = stopped_error(run.stop_reason, result)
+                status = ("completed" if result.outcome in (sandbox.Outcome.OK, sandbox.Outcome.ERROR)
+                          else "incomplete")
+                body = run.body(status, {"code": code, "message": message} if code else None, files,
+                                int(time.time()), result.execution_count)
+        except BaseException as exc:
+            if not isinstance(exc, sandbox.SandboxError) and not (run.deleted and isinstance(exc, Exception)):
+                body = run.body("failed", {"code": "sandbox_error", "message": "internal error"}, (),
+                                int(time.time()))
+                await asyncio.shield(self._finish(run, body))
+                run.emit(None)
+                raise
+            # The sandbox went away under the call (a delete that could not wait, or Docker itself):
+            # the tenant is told what happened in our words; the detail is for the operator.
+            log.warning("call failed", extra={"call_id": run.id, "container_id": record.id,
+                                              "error": type(exc).__name__, "detail": str(exc)})
+            if run.deleted:
+                body = run.body("incomplete", DELETED, (), int(time.time()))
+            else:
+                body = run.body("failed", {"code": "sandbox_error", "message": str(exc)}, (),
+                                int(time.time()))
         await self._finish(run, body, record.id, time.time())
         log.info("call finished", extra={"call_id": run.id, "container_id": record.id, "status": body["status"],
                                          "duration_ms": round((time.monotonic() - started) * 1000),

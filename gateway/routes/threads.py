@@ -94,11 +94,7 @@ async def get_thread(request: Request, owner: Owner, thread_id: ThreadId) -> dic
 
 @router.delete("", summary="End the thread's sandbox")
 async def delete_thread(request: Request, owner: Owner, thread_id: ThreadId) -> dict[str, Any]:
-    containers = _services(request).containers
-    record = await containers.store.container_for_thread(owner, thread_id)
-    if record is None or record.status == "deleted":
-        raise NotFound(f"Thread {thread_id} has no code interpreter sandbox.", param="thread_id")
-    await containers.delete(owner, record.id)
+    await _services(request).containers.delete_thread(owner, thread_id)
     return {"thread_id": thread_id, "object": "thread.code_interpreter.deleted", "deleted": True}
 
 
