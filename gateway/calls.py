@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import sandbox
 
 from .containers import ContainerService
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound, public_message
 from .files import FileService
 from .outcomes import error_of, stopped_error
 from .responses import call_id_of
@@ -207,7 +207,7 @@ class CallService:
             if run.deleted:
                 body = run.body("incomplete", DELETED, (), int(time.time()))
             else:
-                body = run.body("failed", {"code": "sandbox_error", "message": str(exc)}, (),
+                body = run.body("failed", {"code": "sandbox_error", "message": public_message(exc)}, (),
                                 int(time.time()))
         await self._finish(run, body, record.id, time.time())
         log.info("call finished", extra={"call_id": run.id, "container_id": record.id, "status": body["status"],
