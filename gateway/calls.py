@@ -18,6 +18,7 @@ import sandbox
 from .containers import ContainerService
 from .errors import BadRequest, Conflict, NotFound, public_message
 from .files import FileService
+from .notebook import Cell, cell_from_call, notebook
 from .outcomes import error_of, stopped_error
 from .responses import call_id_of
 from .store import ContainerRecord, Page, Store, new_id
@@ -315,6 +316,26 @@ class CallService:
             run.stop.set()
         if pending:
             await asyncio.wait(pending, timeout=SHUTDOWN_INTERRUPT_WAIT)
+
+    async def notebook(self, owner: str, record: ContainerRecord) -> dict[str, Any]:
+        """Every call of a container, oldest first, as an nbformat 4 notebook with its images inlined."""
+
+        async def read_image(file_id: str) -> bytes | None:
+            try:
+                path = self.files.content_path(await self.files.get(owner, file_id))
+            except NotFound:
+                return None
+            return await asyncio.to_thread(path.read_bytes)
+
+        cells: list[Cell] = []
+        after: str | None = None
+        while True:
+            page = await self.store.list_calls(record.id, limit=100, order="asc", after=after)
+            for call in page.data:
+                cells.append(await cell_from_call(call.body, read_image))
+            if not page.has_more or not page.data:
+                return notebook(cells)
+            after = page.data[-1].id
 
     async def annotate(self, record: ContainerRecord | None, text: str) -> list[dict[str, Any]]:
         if record is None:
