@@ -79,7 +79,8 @@ class Gateway:
             capacity_wait=s.capacity_wait, pool_size=s.pool_size, pool_pause=s.pool_pause,
             host_memory=s.host_memory), node=s.node, nodes=self.nodes)
         calls = CallService(self.store, files, containers, s.default_timeout, s.max_timeout)
-        return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys))
+        return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys),
+                        sse_keepalive=s.sse_keepalive)
 
     @cached_property
     def metrics(self) -> Metrics:
