@@ -37,6 +37,14 @@ def test_a_quiet_streamed_call_gets_keepalive_comments_that_the_client_ignores(s
         assert last["status"] == "completed" and last["code_interpreter"]["outputs"] == [
             {"type": "logs", "logs": "done\n"}]
         assert deltas and all(d["type"] == "code_interpreter" and "status" not in d for d in deltas), deltas
+
+        # The Responses shape of the same stream is kept alive the same way.
+        with http.stream("POST", f"/v1/containers/{container_id}/calls",
+                         json={"input": QUIET, "stream": True, "format": "responses"}) as response:
+            items = list(response.iter_lines())
+        done_at = items.index("event: response.output_item.done")
+        assert ": keep-alive" in items[:done_at], items
+        assert json.loads(items[done_at + 1].removeprefix("data: "))["item"]["status"] == "completed"
         assert http.delete(f"/v1/containers/{container_id}").status_code == 200
 
 
