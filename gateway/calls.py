@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -16,8 +16,9 @@ from urllib.parse import unquote
 import sandbox
 
 from .containers import ContainerService, Restored
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound, public_message
 from .files import FileService
+from .notebook import Cell, cell_from_call, notebook
 from .outcomes import error_of, stopped_error
 from .responses import call_id_of
 from .store import ContainerRecord, Page, Store, new_id
@@ -31,6 +32,8 @@ RESTORED = ("[This sandbox had expired and was started again: Python variables w
             "but the files in /mnt/data are in place.]")
 WAKE_FAILED = ("[This sandbox had hibernated, but its memory could not be restored ({reason}). It was "
                "started again: Python variables were reset, but the files in /mnt/data are in place.]")
+DELETED = {"code": "container_deleted",
+           "message": "The container was deleted during the call; the execution was interrupted."}
 _RICH = ("text/html", "image/svg+xml", "application/json")
 _LINK = re.compile(r"sandbox:(/mnt/data/[^\s()\[\]<>\"'`]+)")
 PROGRESS_INTERVAL = 0.5  # seconds between two writes of a background call's partial body
@@ -58,8 +61,13 @@ class CallRun:
     stop_reason: str | None = None  # "cancelled" or "shutdown" when the gateway stopped it on purpose
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # outputs grew since the last write
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once its end is about to be recorded
+    deleted: bool = False  # its container was deleted while it ran
     task: asyncio.Task[dict[str, Any]] | None = None
     progress: asyncio.Task[None] | None = None
+
+    def container_deleted(self) -> None:
+        self.deleted = True
+        self.stop.set()
 
     def tool_call(self, outputs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "type": "code_interpreter",
@@ -115,7 +123,9 @@ class CallService:
             if restored is not None and restored.kind == "files":  # woken with its memory: nothing to say
                 text = WAKE_FAILED.format(reason=restored.reason) if restored.reason else RESTORED
                 await self._consume(owner, run, sandbox.Notice(text))
-            run.task = asyncio.create_task(self._run(owner, record, session, run, seconds))
+            # A delete from here on interrupts the call; one already under way stops it before it starts.
+            unwatch = self.containers.on_delete(record.id, run.container_deleted)
+            run.task = asyncio.create_task(self._run(owner, record, session, run, seconds, unwatch))
             self._running[run.id] = run
             if background:
                 run.progress = asyncio.create_task(self._save_progress(run))
@@ -125,10 +135,11 @@ class CallService:
         return run
 
     async def _run(self, owner: str, record: ContainerRecord, session: sandbox.Session, run: CallRun,
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, unwatch: Callable[[], None]) -> dict[str, Any]:
         try:
             return await self._execute(owner, record, session, run, timeout)
         finally:
+            unwatch()
             self._running.pop(run.id, None)
             self.containers.release(record.id)
 
@@ -175,21 +186,34 @@ class CallService:
                 if not execution.done():
                     execution.cancel()
             result = execution.result()
-            files = await self._collect(owner, record, session, result.files)
-            code, message = error_of(result)
-            if result.outcome is sandbox.Outcome.CANCELLED and run.stop_reason is not None:
-                code, message = stopped_error(run.stop_reason, result)
-            status = "completed" if result.outcome in (sandbox.Outcome.OK, sandbox.Outcome.ERROR) else "incomplete"
-            body = run.body(status, {"code": code, "message": message} if code else None, files,
-                            int(time.time()), result.execution_count)
-        except sandbox.SandboxError as exc:
-            log.warning("call failed", extra={"call_id": run.id, "error": type(exc).__name__})
-            body = run.body("failed", {"code": "sandbox_error", "message": str(exc)}, (), int(time.time()))
-        except BaseException:
-            body = run.body("failed", {"code": "sandbox_error", "message": "internal error"}, (), int(time.time()))
-            await asyncio.shield(self._finish(run, body))
-            run.emit(None)
-            raise
+            if run.deleted and result.outcome is sandbox.Outcome.CANCELLED:
+                # Its files went with the container: nothing to collect.
+                body = run.body("incomplete", DELETED, (), int(time.time()), result.execution_count)
+            else:
+                files = await self._collect(owner, record, session, result.files)
+                code, message = error_of(result)
+                if result.outcome is sandbox.Outcome.CANCELLED and run.stop_reason is not None:
+                    code, message = stopped_error(run.stop_reason, result)
+                status = ("completed" if result.outcome in (sandbox.Outcome.OK, sandbox.Outcome.ERROR)
+                          else "incomplete")
+                body = run.body(status, {"code": code, "message": message} if code else None, files,
+                                int(time.time()), result.execution_count)
+        except BaseException as exc:
+            if not isinstance(exc, sandbox.SandboxError) and not (run.deleted and isinstance(exc, Exception)):
+                body = run.body("failed", {"code": "sandbox_error", "message": "internal error"}, (),
+                                int(time.time()))
+                await asyncio.shield(self._finish(run, body))
+                run.emit(None)
+                raise
+            # The sandbox went away under the call (a delete that could not wait, or Docker itself):
+            # the tenant is told what happened in our words; the detail is for the operator.
+            log.warning("call failed", extra={"call_id": run.id, "container_id": record.id,
+                                              "error": type(exc).__name__, "detail": str(exc)})
+            if run.deleted:
+                body = run.body("incomplete", DELETED, (), int(time.time()))
+            else:
+                body = run.body("failed", {"code": "sandbox_error", "message": public_message(exc)}, (),
+                                int(time.time()))
         await self._finish(run, body, record.id, time.time())
         log.info("call finished", extra={"call_id": run.id, "container_id": record.id, "status": body["status"],
                                          "duration_ms": round((time.monotonic() - started) * 1000),
@@ -296,6 +320,26 @@ class CallService:
             run.stop.set()
         if pending:
             await asyncio.wait(pending, timeout=SHUTDOWN_INTERRUPT_WAIT)
+
+    async def notebook(self, owner: str, record: ContainerRecord) -> dict[str, Any]:
+        """Every call of a container, oldest first, as an nbformat 4 notebook with its images inlined."""
+
+        async def read_image(file_id: str) -> bytes | None:
+            try:
+                path = self.files.content_path(await self.files.get(owner, file_id))
+            except NotFound:
+                return None
+            return await asyncio.to_thread(path.read_bytes)
+
+        cells: list[Cell] = []
+        after: str | None = None
+        while True:
+            page = await self.store.list_calls(record.id, limit=100, order="asc", after=after)
+            for call in page.data:
+                cells.append(await cell_from_call(call.body, read_image))
+            if not page.has_more or not page.data:
+                return notebook(cells)
+            after = page.data[-1].id
 
     async def annotate(self, record: ContainerRecord | None, text: str) -> list[dict[str, Any]]:
         if record is None:

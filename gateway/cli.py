@@ -159,6 +159,9 @@ def run(script: Any, files: tuple[Path, ...], outdir: Path | None, timeout: floa
             sandbox.parse_size(memory)
         except sandbox.ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint="--memory") from exc
+    if backend == "local" and server is None and (problem := _local_kernel_problem()):
+        click.echo(f"codeinterp: error: {problem}", err=True)
+        sys.exit(runner.EXIT_CODES["sandbox_error"])
     if outdir is None:
         outdir = Path("codeinterp-out") / time.strftime("%Y%m%d-%H%M%S")
     outdir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +207,8 @@ def mcp_command(backend: str, timeout: float, max_timeout: float, memory: str, i
         sandbox.parse_size(memory)
     except sandbox.ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--memory") from exc
+    if backend == "local" and (problem := _local_kernel_problem()):
+        raise click.ClickException(problem)
     try:
         labels = {**container_labels(), "codeinterp.cli": "mcp"}
     except RunFailed as exc:
@@ -221,6 +226,18 @@ def mcp_command(backend: str, timeout: float, max_timeout: float, memory: str, i
 
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(serve())
+
+
+def _local_kernel_problem() -> str | None:
+    """What to install when the ``local`` extra is missing from this Python; None when it is there."""
+    import importlib.util
+
+    needed = (("ipykernel", "ipykernel_launcher"), ("matplotlib-inline", "matplotlib_inline"))
+    missing = [name for name, module in needed if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    return (f"--backend local runs a kernel in this Python ({sys.executable}), which lacks {', '.join(missing)}; "
+            "install it with: pip install 'codeinterp[local]'")
 
 
 def _summary(report: Any, notebook_path: Path | None) -> None:

@@ -81,7 +81,8 @@ class Gateway:
             host_memory=s.host_memory, hibernate=s.hibernate,
             checkpoint_budget=sandbox.parse_size(s.checkpoint_budget)), node=s.node, nodes=self.nodes)
         calls = CallService(self.store, files, containers, s.default_timeout, s.max_timeout)
-        return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys))
+        return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys),
+                        sse_keepalive=s.sse_keepalive)
 
     @cached_property
     def metrics(self) -> Metrics:

@@ -6,12 +6,17 @@ Where the runtime can (gVisor), an expiring sandbox also hibernates: its whole
 memory goes to a checkpoint on disk, and the next call wakes it with every
 variable intact. Otherwise, or when a wake fails, a thread's next call restores
 the kept files into a new sandbox.
+
+Deleting interrupts the calls running in the container (each ends ``incomplete``
+with ``container_deleted``), waits for every lease to end, then removes the sandbox
+(a hibernated one with its checkpoint). A thread's container is created, restored
+and deleted under the thread's lock, so a delete can never race a restore into an
+untracked sandbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
@@ -76,6 +81,9 @@ class ContainerService:
         self._checkpoints: dict[str, int] = {}  # bytes of each hibernated sandbox's checkpoint
         self.on_restore: Callable[[str, float], None] | None = None  # (kind, seconds), for metrics
         self._expiring: dict[str, asyncio.Event] = {}  # set once a container's files are saved
+        self._deleting: set[str] = set()  # no new lease, no expiry: a delete is interrupting and removing it
+        self._on_delete: dict[str, set[Callable[[], None]]] = {}  # interrupts of the calls running in each
+        self._unleased: dict[str, asyncio.Event] = {}  # set when the last lease ends, for a waiting delete
         self._room = asyncio.Lock()
         self.pool = WarmPool(self._start_pooled, defaults.pool_size, pause=defaults.pool_pause,
                              may_start=lambda: self.in_use < defaults.max_sandboxes)
@@ -171,6 +179,8 @@ class ContainerService:
 
     def lease(self, record: ContainerRecord) -> sandbox.Session:
         """The live session, held against expiry until ``release``."""
+        if record.id in self._deleting:
+            raise NotFound(f"No such Container object: {record.id} (it was deleted)", param="container_id")
         session = self._live.get(record.id)
         if session is None and record.status in ("running", "hibernated") and record.node not in (None, self.node):
             raise HeldElsewhere(record.node)  # forwarded to that gateway, if it is alive
@@ -187,6 +197,21 @@ class ContainerService:
             self._leases[container_id] = count
         else:
             self._leases.pop(container_id, None)
+            if (unleased := self._unleased.pop(container_id, None)) is not None:
+                unleased.set()
+
+    def on_delete(self, container_id: str, interrupt: Callable[[], None]) -> Callable[[], None]:
+        """Call ``interrupt`` if the container is deleted (at once if it is being deleted); returns the undo."""
+        callbacks = self._on_delete.setdefault(container_id, set())
+        callbacks.add(interrupt)
+        if container_id in self._deleting:
+            interrupt()
+
+        def undo() -> None:
+            callbacks.discard(interrupt)
+            if not callbacks and self._on_delete.get(container_id) is callbacks:
+                del self._on_delete[container_id]
+        return undo
 
     @asynccontextmanager
     async def leased(self, record: ContainerRecord) -> AsyncIterator[sandbox.Session]:
@@ -274,18 +299,57 @@ class ContainerService:
         return lock
 
     async def delete(self, owner: str, container_id: str) -> None:
+        """Interrupt its running calls, wait for them to end, remove the sandbox; its files are not kept."""
         record = await self.get(owner, container_id)
         if record.id not in self._live:
             await self.check_holder(record)  # its sandbox is on another gateway: delete it there
-        # A thread's create or restore under way would otherwise bring its sandbox back after this.
-        async with self._thread_lock(owner, record.thread_id) if record.thread_id else contextlib.nullcontext():
-            await self._settled(record.id)
-            session = self._live.pop(record.id, None) or self._hibernated.pop(record.id, None)
-            self._checkpoints.pop(record.id, None)
+        if record.thread_id is None:
+            await self._delete(record.id)
+            return
+        async with self._thread_lock(owner, record.thread_id):
+            await self._delete((await self.get(owner, container_id)).id)
+
+    async def delete_thread(self, owner: str, thread_id: str) -> None:
+        """Delete the thread's container; the thread's next call starts a new one."""
+        async with self._thread_lock(owner, thread_id):
+            record = await self.store.container_for_thread(owner, thread_id)
+            if record is None or record.status == "deleted":
+                raise NotFound(f"Thread {thread_id} has no code interpreter sandbox.", param="thread_id")
+            if record.id not in self._live:
+                await self.check_holder(record)
+            await self._delete(record.id)
+
+    async def _delete(self, container_id: str) -> None:
+        if container_id in self._deleting:
+            raise NotFound(f"No such Container object: {container_id} (it is being deleted)",
+                           param="container_id")
+        self._deleting.add(container_id)
+        # Shielded: a client that hangs up must not leave the container half deleted.
+        await asyncio.shield(asyncio.ensure_future(self._remove(container_id)))
+
+    async def _remove(self, container_id: str) -> None:
+        try:
+            await self._settled(container_id)
+            # First: from here on no lookup finds it, so nothing can lease or restore it.
+            await self.store.update_container(container_id, status="deleted", thread_id=None)
+            for interrupt in list(self._on_delete.get(container_id, ())):
+                interrupt()
+            if self._leases.get(container_id):
+                unleased = self._unleased.setdefault(container_id, asyncio.Event())
+                # An interrupted call ends within the interrupt grace, or a kernel restart if it ignores it.
+                limits = self.defaults.limits
+                try:
+                    await asyncio.wait_for(unleased.wait(), limits.interrupt_grace + limits.start_timeout + 30)
+                except TimeoutError:
+                    log.warning("removing a container still in use", extra={"container_id": container_id})
+            session = self._live.pop(container_id, None) or self._hibernated.pop(container_id, None)
+            self._checkpoints.pop(container_id, None)
             if session is not None:
                 await session.close()  # a hibernated one's checkpoint goes with its container
-            await self.store.update_container(record.id, status="deleted", thread_id=None)
-        log.info("container deleted", extra={"container_id": record.id})
+        finally:
+            self._deleting.discard(container_id)
+            self._unleased.pop(container_id, None)
+        log.info("container deleted", extra={"container_id": container_id})
 
     async def thread_session(self, owner: str, thread_id: str, *, memory_limit: str | None = None,
                              ) -> tuple[ContainerRecord, sandbox.Session, Restored | None]:
@@ -400,7 +464,7 @@ class ContainerService:
         that a wake that fails later can fall back on them.
         """
         session = self._live.get(container_id)
-        if session is None or (self._leases.get(container_id) and not force):
+        if session is None or container_id in self._deleting or (self._leases.get(container_id) and not force):
             return False
         del self._live[container_id]  # before any await: no new lease can take it now
         saved = self._expiring[container_id] = asyncio.Event()

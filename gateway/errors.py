@@ -10,7 +10,9 @@
     └── Unavailable       503  server_error
         └── HeldElsewhere      (forwarded to the gateway that holds the sandbox; 503 only if it cannot be)
 
-Sandbox errors are translated here too, so route code never catches them.
+Sandbox errors are translated here too, so route code never catches them. A failure of the
+platform (a 5xx) is told to the tenant in our words, never in Docker's: the detail is logged
+with the ids that find it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "install_error_handlers",
+    "public_message",
 ]
 
 log = logging.getLogger("codeinterp.gateway")
@@ -113,26 +116,41 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (429, "At capacity; see Retry-After"), (503, "Docker or the kernel image is unavailable"))}
 
 
-# The one table: sandbox failures, by class, to the gateway error they become.
-_SANDBOX: list[tuple[type[sandbox.SandboxError], type[GatewayError]]] = [
-    (sandbox.InvalidFileName, BadRequest),
-    (sandbox.ConfigError, BadRequest),
-    (sandbox.FileNotFound, NotFound),
-    (sandbox.UnsafeFile, BadRequest),
-    (sandbox.FileTooLarge, TooLarge),
-    (sandbox.SessionClosed, Conflict),
-    (sandbox.BackendUnavailable, Unavailable),
-    (sandbox.ImageNotFound, Unavailable),
-    (sandbox.KernelStartError, Unavailable),
-    (sandbox.SandboxError, Unavailable),
+_RETRY = "Try again; the server's log has the details."
+
+# The one table: sandbox failures, by class, to the gateway error they become and what the tenant is
+# told. None keeps the library's own message, which is about the caller's input (a file name, a path
+# in /mnt/data, a size); the others may quote Docker, so the tenant gets ours and the log gets theirs.
+_SANDBOX: list[tuple[type[sandbox.SandboxError], type[GatewayError], str | None]] = [
+    (sandbox.InvalidFileName, BadRequest, None),
+    (sandbox.ConfigError, BadRequest, None),
+    (sandbox.FileNotFound, NotFound, None),
+    (sandbox.UnsafeFile, BadRequest, None),
+    (sandbox.FileTooLarge, TooLarge, None),
+    (sandbox.SessionClosed, Conflict, "The sandbox was stopped; create a new container to run code."),
+    (sandbox.BackendUnavailable, Unavailable, "The sandbox engine is unavailable right now; try again later."),
+    (sandbox.ImageNotFound, Unavailable,
+     "This server cannot start sandboxes: its kernel image is missing. Ask its operator."),
+    (sandbox.KernelStartError, Unavailable, f"The sandbox's Python kernel did not start. {_RETRY}"),
+    (sandbox.SandboxError, Unavailable, f"The sandbox failed unexpectedly. {_RETRY}"),
 ]
 
 
-def translate(exc: sandbox.SandboxError) -> GatewayError:
-    for source, target in _SANDBOX:
+def _row(exc: Exception) -> tuple[type[GatewayError], str | None]:
+    for source, target, message in _SANDBOX:
         if isinstance(exc, source):
-            return target(str(exc))
-    return Unavailable(str(exc))
+            return target, message
+    return Unavailable, _SANDBOX[-1][2]
+
+
+def public_message(exc: Exception) -> str:
+    """What a tenant may be told about a sandbox failure (any other exception: that the sandbox failed)."""
+    return _row(exc)[1] or str(exc)
+
+
+def translate(exc: sandbox.SandboxError) -> GatewayError:
+    target, _ = _row(exc)
+    return target(public_message(exc))
 
 
 def _body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
@@ -157,9 +175,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(sandbox.SandboxError)
     async def _sandbox(request: Request, exc: sandbox.SandboxError) -> JSONResponse:
         mapped = translate(exc)
-        if mapped.status >= 500:
-            log.warning("sandbox failure", extra={"error": type(exc).__name__, "path": request.url.path})
-        return error_response(mapped)
+        if mapped.message == str(exc):
+            return error_response(mapped)
+        request_id = uuid.uuid4().hex
+        log.warning("sandbox failure", extra={"request_id": request_id, "error": type(exc).__name__,
+                                              "detail": str(exc), "path": request.url.path})
+        mapped.message = f"{mapped.message} (request id {request_id})"
+        response = error_response(mapped)
+        response.headers["X-Request-Id"] = request_id
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

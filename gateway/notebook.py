@@ -1,16 +1,15 @@
 """A sandbox's history as a Jupyter notebook (nbformat 4.5): one code cell per call, images included.
 
 Two sources feed one builder. The gateway turns stored call bodies into cells
-(``cells_from_history``); the command line turns the sandbox's own execution
-results into cells (``cell_from_result``). Both produce ``Cell`` values whose
-outputs are already nbformat output dicts, and ``notebook`` assembles them.
-This module imports no web framework, so the command line can use it without
-a server.
+(``cell_from_call``, given a reader of stored images); the command line turns the
+sandbox's own execution results into cells (``cell_from_result``). Both produce
+``Cell`` values whose outputs are already nbformat output dicts, and ``notebook``
+assembles them. This module imports nothing but the standard library and
+``sandbox``: reading the store is the gateway's part (``CallService.notebook``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -19,12 +18,7 @@ from typing import Any
 
 import sandbox
 
-from .errors import NotFound
-from .files import FileService
-from .store import Store
-
-__all__ = ["MEDIA_TYPE", "Cell", "cell_from_call", "cell_from_result", "cells_from_history", "image_mime",
-           "notebook"]
+__all__ = ["MEDIA_TYPE", "Cell", "ImageReader", "cell_from_call", "cell_from_result", "image_mime", "notebook"]
 
 MEDIA_TYPE = "application/x-ipynb+json"
 
@@ -100,7 +94,7 @@ def cell_from_result(code: str, result: sandbox.ExecutionResult) -> Cell:
     return Cell(code, outputs, result.execution_count)
 
 
-# -- from the gateway's stored calls ------------------------------------------------
+# -- from the gateway's stored call bodies -------------------------------------------
 
 
 async def cell_from_call(body: Mapping[str, Any], read_image: ImageReader) -> Cell:
@@ -124,24 +118,3 @@ async def cell_from_call(body: Mapping[str, Any], read_image: ImageReader) -> Ce
     count = body.get("execution_count")
     return Cell(str(interpreter.get("input", "")), outputs, count if isinstance(count, int) else None,
                 id=str(body.get("id") or uuid.uuid4().hex[:16]).replace("call_", "")[:64])
-
-
-async def cells_from_history(store: Store, files: FileService, owner: str, container_id: str) -> list[Cell]:
-    """Every call of a container, oldest first, as cells."""
-
-    async def read_image(file_id: str) -> bytes | None:
-        try:
-            path = files.content_path(await files.get(owner, file_id))
-        except NotFound:
-            return None
-        return await asyncio.to_thread(path.read_bytes)
-
-    cells: list[Cell] = []
-    after: str | None = None
-    while True:
-        page = await store.list_calls(container_id, limit=100, order="asc", after=after)
-        for record in page.data:
-            cells.append(await cell_from_call(record.body, read_image))
-        if not page.has_more or not page.data:
-            return cells
-        after = page.data[-1].id

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Default and maximum seconds for one code-interpreter call.
     default_timeout: float = 60.0
     max_timeout: float = 600.0
+    # Seconds of silence on a streamed call before an SSE comment line is sent, so that a proxy with an
+    # idle timeout (often 60 s) does not cut a call that prints nothing for minutes; 0 sends none.
+    sse_keepalive: float = 15.0
     # CPU cores, process count and tmpfs sizes for each sandbox.
     cpus: float = 1.0
     pids_limit: int = 256

@@ -264,10 +264,6 @@ class Store:
                                .values(file_id=None))
         return bool(result.rowcount)
 
-    async def all_file_ids(self) -> set[str]:
-        async with self.engine.connect() as conn:
-            return set((await conn.execute(select(files.c.id))).scalars())
-
     # -- containers --------------------------------------------------------------
 
     async def add_container(self, record: ContainerRecord) -> bool:

@@ -176,7 +176,7 @@ def _run(args: list[str], *, check: bool = True, **kwargs: object) -> subprocess
     try:
         result = subprocess.run(args, capture_output=True, **kwargs)  # type: ignore[call-overload]
     except FileNotFoundError as exc:
-        raise ImageBuildError(f"{args[0]} is not installed; run `make setup`") from exc
+        raise ImageBuildError(f"{args[0]} is not installed; run `scripts/setup.sh` (Debian) or install it") from exc
     if check and result.returncode != 0:
         raise ImageBuildError(f"{' '.join(args[:3])} failed: {result.stderr.decode(errors='replace')[-2000:]}")
     return result  # type: ignore[no-any-return]
@@ -189,7 +189,7 @@ def _stream(args: list[str], *, progress: Progress, cwd: Path | None = None,
         proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})}, text=True, errors="replace")
     except FileNotFoundError as exc:
-        raise ImageBuildError(f"{args[0]} is not installed; run `make setup`") from exc
+        raise ImageBuildError(f"{args[0]} is not installed; run `scripts/setup.sh` (Debian) or install it") from exc
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()

@@ -1,9 +1,18 @@
-"""The response to a call: one JSON object, or Server-Sent Events of deltas then the call."""
+"""The response to a call: one JSON object, or Server-Sent Events of deltas then the call.
+
+A quiet stream gets an SSE comment line (``: keep-alive``) every ``sse_keepalive`` seconds: clients
+ignore comments, and proxies that cut idle connections see traffic.
+
+sse-starlette was considered and left out: at import it patches uvicorn's exit handler and, by
+default, ends every stream on SIGTERM, where a running call should finish (the shutdown grace).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
@@ -52,8 +61,41 @@ async def respond(services: Services, run: CallRun, body: CallRequest, view: Cal
         return JSONResponse(await view.call(await services.calls.wait(run)))
     assert run.streamed, "start the call with stream=True, or its deltas are never queued"
     events = _events(services, run) if view.format == "run_step" else _item_events(services, run, view)
-    return StreamingResponse(events, media_type="text/event-stream",
+    return StreamingResponse(_kept_alive(events, services.sse_keepalive), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+KEEPALIVE = ": keep-alive\n\n"
+
+
+async def _kept_alive(events: AsyncGenerator[str, None], interval: float) -> AsyncIterator[str]:
+    """``events``, with a comment line whenever ``interval`` seconds pass without one (0: never)."""
+    if interval <= 0:
+        async for event in events:
+            yield event
+        return
+    pending: asyncio.Future[str] | None = None
+    try:
+        while True:
+            # The wait times out, never the step of ``events``: cancelling that would end the stream.
+            pending = pending or asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield KEEPALIVE
+                continue
+            step, pending = pending, None
+            try:
+                event = step.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        # The client went away: stop the step under way, so ``events`` runs its own cleanup.
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        await events.aclose()
 
 
 async def _deltas(run: CallRun) -> AsyncIterator[dict[str, Any]]:
@@ -61,7 +103,7 @@ async def _deltas(run: CallRun) -> AsyncIterator[dict[str, Any]]:
         yield delta
 
 
-async def _events(services: Services, run: CallRun) -> AsyncIterator[str]:
+async def _events(services: Services, run: CallRun) -> AsyncGenerator[str, None]:
     try:
         async for delta in _deltas(run):
             yield _event("code_interpreter.delta", delta)
@@ -71,7 +113,7 @@ async def _events(services: Services, run: CallRun) -> AsyncIterator[str]:
         _hang_up(run)
 
 
-async def _item_events(services: Services, run: CallRun, view: CallView) -> AsyncIterator[str]:
+async def _item_events(services: Services, run: CallRun, view: CallView) -> AsyncGenerator[str, None]:
     try:
         async for event in stream_events(_deltas(run), lambda: services.calls.wait(run), view.urls,
                                          run.container_id):

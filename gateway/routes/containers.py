@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from ..errors import BadRequest
 from ..files import checked_filename
-from ..notebook import MEDIA_TYPE, cells_from_history, notebook
+from ..notebook import MEDIA_TYPE
 from ..schemas import (
     CallRequest,
     CreateContainerFileRequest,
@@ -175,5 +175,4 @@ async def cancel_call(request: Request, owner: Owner, container_id: str, call_id
 async def container_notebook(request: Request, owner: Owner, container_id: str) -> JSONResponse:
     services = _services(request)
     record = await services.containers.get(owner, container_id)
-    cells = await cells_from_history(services.containers.store, services.files, owner, record.id)
-    return JSONResponse(notebook(cells), media_type=MEDIA_TYPE)
+    return JSONResponse(await services.calls.notebook(owner, record), media_type=MEDIA_TYPE)

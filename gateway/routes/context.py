@@ -23,6 +23,7 @@ class Services:
     containers: ContainerService
     calls: CallService
     keys: KeyRing
+    sse_keepalive: float = 15.0  # seconds of silence before a streamed call gets a comment line
 
 
 def owner_of(request: Request) -> str:

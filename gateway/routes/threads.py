@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..errors import BadRequest, NotFound
-from ..notebook import MEDIA_TYPE, cells_from_history, notebook
+from ..notebook import MEDIA_TYPE
 from ..responses import citations
 from ..schemas import THREAD_ID, AnnotateRequest, ThreadCallRequest, container_object, list_object
 from ..store import ContainerRecord
@@ -94,11 +94,7 @@ async def get_thread(request: Request, owner: Owner, thread_id: ThreadId) -> dic
 
 @router.delete("", summary="End the thread's sandbox")
 async def delete_thread(request: Request, owner: Owner, thread_id: ThreadId) -> dict[str, Any]:
-    containers = _services(request).containers
-    record = await containers.store.container_for_thread(owner, thread_id)
-    if record is None or record.status == "deleted":
-        raise NotFound(f"Thread {thread_id} has no code interpreter sandbox.", param="thread_id")
-    await containers.delete(owner, record.id)
+    await _services(request).containers.delete_thread(owner, thread_id)
     return {"thread_id": thread_id, "object": "thread.code_interpreter.deleted", "deleted": True}
 
 
@@ -118,5 +114,4 @@ async def thread_notebook(request: Request, owner: Owner, thread_id: ThreadId) -
     record = await services.containers.store.container_for_thread(owner, thread_id)
     if record is None or record.status == "deleted":
         raise NotFound(f"Thread {thread_id} has no code interpreter sandbox.", param="thread_id")
-    cells = await cells_from_history(services.containers.store, services.files, owner, record.id)
-    return JSONResponse(notebook(cells), media_type=MEDIA_TYPE)
+    return JSONResponse(await services.calls.notebook(owner, record), media_type=MEDIA_TYPE)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import sys
+from pathlib import Path
+
 import nbformat
 import pytest
 
+import gateway.notebook
 import sandbox
 from gateway.notebook import cell_from_result, notebook
 from gateway.runner import cells_from_json
@@ -46,3 +51,14 @@ def test_a_result_becomes_a_valid_notebook_cell() -> None:
     assert outputs[1]["data"]["image/png"] == "iVBORw0KGgo="
     assert outputs[2]["execution_count"] == 3
     assert outputs[3] == {"output_type": "stream", "name": "stderr", "text": "output was truncated\n"}
+
+
+def test_the_notebook_builder_imports_only_the_standard_library_and_sandbox() -> None:
+    """gateway/notebook.py says so in its docstring; the command line and the gateway share it."""
+    tree = ast.parse(Path(gateway.notebook.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {("." if node.level else "") + (node.module or "").split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
+    foreign = {name for name in imported if name not in sys.stdlib_module_names and name != "sandbox"}
+    assert foreign == set(), f"gateway/notebook.py imports {sorted(foreign)}"
