@@ -50,7 +50,7 @@ class Harness:
         """A thread's call that does nothing: its container id and whether it was restored."""
         record, _, restored = await self.service.thread_session(OWNER, thread_id)
         self.service.release(record.id)
-        return record.id, restored
+        return record.id, restored  # None, or how it came back (Restored)
 
     def untracked(self) -> set[str]:
         """Hosts running in the backend that no live session of the service stands for."""

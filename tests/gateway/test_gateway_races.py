@@ -29,7 +29,7 @@ async def test_concurrent_first_calls_on_one_thread_make_one_sandbox(harness: Ha
     harness.backend.start_gate.release()
     results = await asyncio.gather(*calls)
     assert {cid for cid, _ in results} == {results[0][0]}
-    assert [restored for _, restored in results] == [False] * 5
+    assert [restored for _, restored in results] == [None] * 5  # none was restored: all made fresh
     assert len(harness.backend.started) == 1 and len(harness.backend.running) == 1
     assert harness.service.in_use == 1 and not harness.untracked()
 
@@ -147,7 +147,8 @@ async def test_capacity_slots_return_after_a_failed_or_cancelled_restore(harness
     assert await harness.status(record.id) == "expired"
     gate.fail_with(None)
     gate.release()
-    assert await harness.thread_call("t") == (record.id, True)
+    container_id, restored = await harness.thread_call("t")
+    assert container_id == record.id and restored is not None and restored.kind == "files"
     assert harness.service.in_use == 1
 
 
