@@ -143,6 +143,9 @@ class ServerProcess:
             # Pooled sandboxes carry no codeinterp.container label and load the machine; tests of
             # the pool turn it on themselves.
             "CODEINTERP_POOL_SIZE": "0",
+            # Under gVisor a stop would hibernate every sandbox (kept on purpose) where the suites check
+            # that nothing is left behind; the hibernation tests turn it on themselves.
+            "CODEINTERP_HIBERNATE": "false",
             **runtime_env(),  # CODEINTERP_TEST_RUNTIME, so the suites can run under gVisor
         })
         self.env.update(env or {})

@@ -20,9 +20,9 @@ from gateway_support import ServerFactory, ServerProcess, labelled_containers
 
 pytestmark = pytest.mark.docker
 
-FAST_EXPIRY = {"CODEINTERP_RUNTIME": "runsc", "CODEINTERP_THREAD_EXPIRY_MINUTES": "0.05",
-               "CODEINTERP_EXPIRY_INTERVAL": "0.5"}
-SLOW_EXPIRY = {"CODEINTERP_RUNTIME": "runsc", "CODEINTERP_THREAD_EXPIRY_MINUTES": "60"}
+FAST_EXPIRY = {"CODEINTERP_RUNTIME": "runsc", "CODEINTERP_HIBERNATE": "true",
+               "CODEINTERP_THREAD_EXPIRY_MINUTES": "0.05", "CODEINTERP_EXPIRY_INTERVAL": "0.5"}
+SLOW_EXPIRY = {"CODEINTERP_RUNTIME": "runsc", "CODEINTERP_HIBERNATE": "true", "CODEINTERP_THREAD_EXPIRY_MINUTES": "60"}
 # A 5 MB CSV, loaded, then deleted: a later call that sees the DataFrame cannot have re-read it.
 LOAD = """
 import os, secrets

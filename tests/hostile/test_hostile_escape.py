@@ -208,7 +208,7 @@ print('work-root', os.path.exists('/tmp/codeinterp'))
     assert "env False pid1 False files []" in out, out
     assert "codeinterp-vars []" in out and "docker.sock []" in out and "work-root False" in out, out
     # Only this sandbox's own connection file and sockets: no other sandbox's ipc endpoints.
-    assert "kernel-dir ['connection.json', 'k-1', 'k-2', 'k-3', 'k-4', 'k-5']" in out, out
+    assert "kernel-dir ['connection.json', 'k-1', 'k-2', 'k-3', 'k-4', 'k-5', 'subprocess-output']" in out, out
 
 
 def _files(http: httpx.Client, box: str) -> list[dict[str, object]]:

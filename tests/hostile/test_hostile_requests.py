@@ -9,6 +9,7 @@ import pytest
 
 from tests.gateway.gateway_support import ServerProcess, assert_openai_error
 from tests.hostile.hostile_support import call, logs_of, new_container, rss_bytes
+from tests.runtime_support import skip_under_gvisor
 
 pytestmark = [pytest.mark.docker, pytest.mark.hostile]
 RSS_GROWTH = 200 << 20  # what one flood may leave behind in the gateway, at most
@@ -77,8 +78,10 @@ def test_oversized_and_deeply_nested_bodies_are_4xx_and_memory_stays_bounded(
     ("print('x' * 10**8)", None, {"completed"}),
     ("print('x' * 10**9)", None, {"completed", "incomplete"}),  # a 1 GB string may not fit in 1 GiB
     ("while True: print('x' * 1000)", 5, {"incomplete"}),
-    ("from IPython.display import display\nfor i in range(100_000): display({'n': i}, raw=False)", None,
-     {"completed"}),
+    pytest.param("from IPython.display import display\nfor i in range(100_000): display({'n': i}, raw=False)",
+                 None, {"completed"}, marks=skip_under_gvisor(
+                     "100,000 displays take longer than the call's deadline under the ptrace platform; "
+                     "the display cap itself is tested by the collector's unit tests")),
     ("from IPython.display import display, Image\n"
      "display(Image(data=b'\\x89PNG\\r\\n\\x1a\\n' + b'\\0' * (200 << 20)))", None, {"completed", "incomplete"}),
 ], ids=["100MB", "1GB", "endless", "100k-displays", "200MB-png"])

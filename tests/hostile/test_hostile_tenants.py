@@ -20,7 +20,8 @@ KEY_A, KEY_B = "tenant-A-key-000000", "tenant-B-key-111111"
 THREAD = "shared-thread"
 
 # (method, path template, JSON body or None, what B must get): "404", "empty" (a list with no data),
-# or "own" (B's own, separate object: a call that cannot see A's variables, annotations with no files).
+# "own" (B's own, separate object: a call that cannot see A's variables, annotations with no files), or
+# "own-list" (B's own thread's calls: a list that names nothing of A's).
 TABLE: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/v1/files", None, "empty"),
     ("POST", "/v1/files", None, "own"),
@@ -39,8 +40,12 @@ TABLE: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/v1/containers/{box}/calls", None, "404"),
     ("POST", "/v1/containers/{box}/calls", {"input": "print(secret)"}, "404"),
     ("GET", "/v1/containers/{box}/calls/{call}", None, "404"),
+    ("POST", "/v1/containers/{box}/calls/{call}/cancel", None, "404"),
     ("GET", "/v1/containers/{box}/notebook", None, "404"),
     ("POST", "/v1/threads/{thread}/code_interpreter/calls", {"input": "print('secret' in globals())"}, "own"),
+    ("GET", "/v1/threads/{thread}/code_interpreter/calls", None, "own-list"),
+    ("GET", "/v1/threads/{thread}/code_interpreter/calls/{call}", None, "404"),
+    ("POST", "/v1/threads/{thread}/code_interpreter/calls/{call}/cancel", None, "404"),
     ("GET", "/v1/threads/{thread}/code_interpreter", None, "own"),
     ("GET", "/v1/threads/{thread}/code_interpreter/notebook", None, "own"),
     ("DELETE", "/v1/threads/{thread}/code_interpreter", None, "own"),
@@ -95,7 +100,7 @@ def test_key_b_never_reaches_key_a_s_objects(clients: tuple[httpx.Client, httpx.
     path = template.format(**a_ids)
     payload = None if body is None else {k: ([x.format(**a_ids) for x in v] if isinstance(v, list) else
                                              v.format(**a_ids) if isinstance(v, str) else v) for k, v in body.items()}
-    if expect == "own" and template.startswith("/v1/threads/") and method != "POST":
+    if expect in ("own", "own-list") and template.startswith("/v1/threads/") and method != "POST":
         # B has a thread of the same name, so that these must answer 200 with B's, never 404 or A's.
         made = b.post(f"/v1/threads/{THREAD}/code_interpreter/calls", json={"input": "pass"})
         assert made.status_code == 200 and made.json()["container_id"] != a_ids["thread_box"], made.text
@@ -108,6 +113,9 @@ def test_key_b_never_reaches_key_a_s_objects(clients: tuple[httpx.Client, httpx.
         assert "'A'" not in text and a_ids["thread_box"] not in text and a_ids["box"] not in text, text
     if expect == "404":
         assert response.status_code == 404, (response.status_code, text)
+    elif expect == "own-list":
+        calls = response.json()["data"] if response.status_code == 200 else None
+        assert calls and all(c["container_id"] != a_ids["thread_box"] for c in calls), text
     elif expect == "empty":
         assert response.status_code == 200 and response.json()["data"] == [], text
     elif "calls" in template:
