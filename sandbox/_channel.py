@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from ._errors import KernelStartError
 
-__all__ = ["CHANNELS", "DELIM", "HELLO", "Channel", "KernelChannel", "Message", "Pipe", "decode_frames",
+__all__ = ["CHANNELS", "DELIM", "HELLO", "READ_CHUNK", "Channel", "KernelChannel", "Message", "Pipe", "decode_frames",
            "encode_record", "sign"]
 
 log = logging.getLogger("codeinterp.sandbox")
@@ -41,6 +41,9 @@ CHANNELS: tuple[Channel, ...] = ("shell", "iopub", "stdin", "control")  # record
 HELLO = 9
 _LEN = struct.Struct(">I")
 DELIM = b"<IDS|MSG>"
+# What a pipe hands over at once. The reader dispatches a chunk's messages without yielding, so a
+# chunk of small prints (~40 bytes each) must stay short work for the event loop other calls share.
+READ_CHUNK = 1 << 16
 _MAX_RECORD = 1 << 30  # a record longer than this means the stream is corrupt
 
 

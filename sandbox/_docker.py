@@ -24,7 +24,7 @@ from docker.models.containers import Container
 from docker.types import Ulimit
 
 from ._backend import KernelHost, MountedFiles, SessionSpec, parse_size
-from ._channel import Pipe
+from ._channel import READ_CHUNK, Pipe
 from ._datadir import DataDir
 from ._errors import (
     BackendUnavailable,
@@ -492,7 +492,7 @@ class _ExecPipe:
             del buffer[:pos]
             if out:
                 return bytes(out)
-            data = await self._reader.read(1 << 20)
+            data = await self._reader.read(READ_CHUNK)
             if not data:
                 return b""
             buffer += data

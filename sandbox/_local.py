@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from ._backend import KernelHost, MountedFiles, SessionSpec
-from ._channel import Pipe
+from ._channel import READ_CHUNK, Pipe
 from ._datadir import DataDir
 from ._errors import ConfigError, KernelStartError
 from ._inside import source
@@ -128,7 +128,7 @@ class _ProcessPipe:
         self._proc, self._stdin, self._stdout = proc, proc.stdin, proc.stdout
 
     async def receive(self) -> bytes:
-        return await self._stdout.read(1 << 20)
+        return await self._stdout.read(READ_CHUNK)
 
     async def send(self, data: bytes) -> None:
         self._stdin.write(data)

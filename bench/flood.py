@@ -1,0 +1,142 @@
+"""Many small prints: `.venv/bin/python -m bench.flood [--lines N] [--rounds R] [--runtime R] [--output FILE]`.
+
+Issue 14's item 3, measured in one run on one gateway:
+- a cell printing N lines with ``flush=True`` (default 200,000) through the gateway over HTTP: time to the
+  finished call, and whether what the logs hold is a contiguous prefix with a truncation notice past the
+  1 MiB cap (every line below the cap arrives);
+- the same cell drained by a raw jupyter_client beside the kernel, inside the same sandbox: the floor;
+- `print(1)` on another thread, once every 0.2 s while the flood runs: how long the neighbour waits.
+Containers carry codeinterp.bench=1 and are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import docker
+import httpx
+
+from .harness import Server, log, sweep
+from .stats import HEADER, Row
+
+FLOOD = "for i in range({n}):\n    print(i, flush=True)"
+RAW = """
+import json, sys, time
+from jupyter_client import BlockingKernelClient
+client = BlockingKernelClient()
+client.load_connection_file("/run/kernel/connection.json")
+client.start_channels()
+client.wait_for_ready(timeout=30)
+began, lines = time.perf_counter(), 0
+msg_id = client.execute(sys.argv[1])
+while True:
+    msg = client.get_iopub_msg(timeout=600)
+    if msg["parent_header"].get("msg_id") != msg_id:
+        continue
+    if msg["msg_type"] == "stream":
+        lines += msg["content"]["text"].count("\\n")
+    if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+        break
+print(json.dumps([time.perf_counter() - began, lines]))
+"""
+
+
+def raw_drain(container_id: str, code: str) -> tuple[float, int]:
+    client = docker.from_env(timeout=900)
+    try:
+        found = client.containers.list(filters={"label": f"codeinterp.container={container_id}"})
+        exit_code, out = found[0].exec_run(["/opt/venv/bin/python", "-c", RAW, code], user="1000:1000", demux=True)
+    finally:
+        client.close()
+    if exit_code != 0:
+        raise RuntimeError(f"raw drain failed: {out[1]!r}")
+    seconds, lines = json.loads(out[0])
+    return float(seconds), int(lines)
+
+
+def contiguous_prefix(logs: str) -> int:
+    """How many lines from 0 on arrived in order (the rest is cut at the cap, never skipped)."""
+    count = 0
+    for line in logs.splitlines():
+        if line != str(count):
+            break
+        count += 1
+    return count
+
+
+async def neighbour(http: httpx.AsyncClient, done: asyncio.Event, samples: list[float]) -> None:
+    while not done.is_set():
+        began = time.perf_counter()
+        response = await http.post("/v1/threads/bench-neighbour/code_interpreter/calls", json={"input": "print(1)"})
+        response.raise_for_status()
+        samples.append(time.perf_counter() - began)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 0.2)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runtime", default="")
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    code = FLOOD.format(n=args.lines)
+    env = {"CODEINTERP_RUNTIME": args.runtime} if args.runtime else {}
+    gateway, raw, stalls = [], [], []
+    notes: list[str] = []
+    try:
+        async with Server(pool_size=0, env=env) as server, httpx.AsyncClient(base_url=server.url,
+                                                                              timeout=900) as http:
+            for thread in ("bench-flood", "bench-neighbour"):
+                (await http.post(f"/v1/threads/{thread}/code_interpreter/calls", json={"input": "pass"})
+                 ).raise_for_status()
+            box = (await http.get("/v1/threads/bench-flood/code_interpreter")).json()["container"]["id"]
+            for n in range(args.rounds):
+                done, waits = asyncio.Event(), []
+                beside = asyncio.create_task(neighbour(http, done, waits))
+                began = time.perf_counter()
+                response = await http.post("/v1/threads/bench-flood/code_interpreter/calls",
+                                           json={"input": code, "timeout": 600})
+                gateway.append(time.perf_counter() - began)
+                done.set()
+                await beside
+                stalls.extend(waits)
+                body = response.json()
+                logs = "".join(o["logs"] for o in body["code_interpreter"]["outputs"] if o["type"] == "logs")
+                prefix = contiguous_prefix(logs)
+                truncated = "[output truncated" in logs
+                notes.append(f"round {n + 1}: {body['status']}, {prefix} contiguous lines from 0"
+                             f"{', then the truncation notice' if truncated else ''}")
+                log(notes[-1])
+                seconds, lines = await asyncio.to_thread(raw_drain, box, code)
+                raw.append(seconds)
+                log(f"round {n + 1}: gateway {gateway[-1]:.1f} s, raw {seconds:.1f} s ({lines} lines)")
+    finally:
+        await sweep()
+    runtime = args.runtime or "runc"
+    rows = [Row("3", f"{args.lines:,} flushed prints, through the gateway (HTTP) until the call is done",
+                gateway, unit="s", scale=1, runtime=runtime),
+            Row("3", "floor: raw jupyter_client draining the same cell beside the kernel", raw, unit="s", scale=1,
+                runtime=runtime),
+            Row("3", "another thread's `print(1)` meanwhile (every 0.2 s)", stalls, runtime=runtime)]
+    ratio = sorted(g / r for g, r in zip(gateway, raw, strict=True))
+    text = "\n".join([HEADER, *(r.markdown() for r in rows), "",
+                      f"gateway / raw, per round: {', '.join(f'{x:.2f}' for x in ratio)} (target ≤ 2)",
+                      *(f"- {note}" for note in notes)])
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
