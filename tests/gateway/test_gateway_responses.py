@@ -3,6 +3,7 @@ cancel and background calls, against a live `codeinterp serve`, validated with t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import signal
@@ -16,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support import ServerFactory, assert_openai_error, sse_events
+from gateway_support import ServerFactory, ServerProcess, assert_openai_error, sse_events
 from openai.types.beta.threads.runs import CodeInterpreterToolCall
 from openai.types.responses import (
     ResponseCodeInterpreterCallCodeDeltaEvent,
@@ -30,6 +31,8 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_output_text import AnnotationContainerFileCitation
 from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 pytestmark = pytest.mark.docker
 
@@ -356,10 +359,25 @@ def _start_background(server_url: str) -> tuple[str, str]:
     return started["container_id"], started["id"]
 
 
-def _stored_body(data_dir: Path, call_id: str) -> dict[str, Any]:
-    with sqlite3.connect(data_dir / "codeinterp.db") as db:
-        (body,) = db.execute("SELECT body FROM calls WHERE id = ?", (call_id,)).fetchone()
-    return json.loads(body)  # type: ignore[no-any-return]
+def _stored_body(server: ServerProcess, call_id: str) -> dict[str, Any]:
+    """The call's body as the server's own database holds it, SQLite or PostgreSQL."""
+    url = server.env.get("CODEINTERP_DATABASE_URL")
+    if url is None:
+        with sqlite3.connect(server.data_dir / "codeinterp.db") as db:
+            (body,) = db.execute("SELECT body FROM calls WHERE id = ?", (call_id,)).fetchone()
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    async def fetch() -> Any:
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as db:
+                found = await db.execute(text("SELECT body FROM calls WHERE id = :id"), {"id": call_id})
+                return found.scalar_one()
+        finally:
+            await engine.dispose()
+
+    body = asyncio.run(fetch())  # PostgreSQL's JSON column comes back parsed
+    return body if isinstance(body, dict) else json.loads(body)
 
 
 @pytest.mark.parametrize("how", ["sigterm", "crash"])
@@ -370,7 +388,7 @@ def test_a_restart_marks_a_background_call_incomplete_with_its_logs(start_server
     container_id, call_id = _start_background(first.url)
     if how == "crash":
         # The partial body reaches the database while the call runs, so a crash keeps it too.
-        wait_until(lambda: _stored_body(data_dir, call_id),
+        wait_until(lambda: _stored_body(first, call_id),
                    lambda body: "working" in str(body["code_interpreter"]["outputs"]))
         first.kill()
     else:
