@@ -71,6 +71,9 @@ class ContainerService:
         self.node = node  # this gateway's name: recorded on the containers whose sandboxes it holds
         self.nodes = nodes  # the other gateways on this database, if any may be
         self._live: dict[str, sandbox.Session] = {}
+        # The record of each live thread's container, so that a thread's call needs no query to find
+        # it. Only trusted while its id is in _live: expiry and delete take it out of _live first.
+        self._thread_records: dict[tuple[str, str], ContainerRecord] = {}
         self._leases: dict[str, int] = {}
         # Weak: a thread's lock lives while a request holds or waits on it, not for ever.
         self._thread_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = \
@@ -324,6 +327,7 @@ class ContainerService:
             raise NotFound(f"No such Container object: {container_id} (it is being deleted)",
                            param="container_id")
         self._deleting.add(container_id)
+        self._forget_thread(container_id)  # before any await: the thread's next call must not find it
         # Shielded: a client that hangs up must not leave the container half deleted.
         await asyncio.shield(asyncio.ensure_future(self._remove(container_id)))
 
@@ -359,6 +363,10 @@ class ContainerService:
         existing one for another is a Conflict.
         """
         async with self._thread_lock(owner, thread_id):
+            known = self._thread_records.get((owner, thread_id))
+            if (known is not None and known.id in self._live and known.id not in self._deleting
+                    and memory_limit in (None, known.memory_limit)):
+                return known, self.lease(known), None
             while True:
                 record = await self.store.container_for_thread(owner, thread_id)
                 restored = None
@@ -378,7 +386,9 @@ class ContainerService:
                     if claimed is None:  # another gateway restored it first
                         continue
                     record, restored = claimed
-                return record, self.lease(record), restored
+                session = self.lease(record)
+                self._thread_records[(owner, thread_id)] = record
+                return record, session, restored
 
     async def check_holder(self, record: ContainerRecord) -> None:
         """HeldElsewhere when another live gateway holds the record's sandbox; its requests go there."""
@@ -387,6 +397,10 @@ class ContainerService:
         url = await self.nodes.live_url(record.node)
         if url is not None:
             raise HeldElsewhere(record.node, url)
+
+    def _forget_thread(self, container_id: str) -> None:
+        for key in [k for k, r in self._thread_records.items() if r.id == container_id]:
+            del self._thread_records[key]
 
     async def _restore(self, record: ContainerRecord) -> tuple[ContainerRecord, Restored] | None:
         """Bring an idle record back: woken from hibernation, or else a new sandbox with its kept files.
@@ -467,6 +481,7 @@ class ContainerService:
         if session is None or container_id in self._deleting or (self._leases.get(container_id) and not force):
             return False
         del self._live[container_id]  # before any await: no new lease can take it now
+        self._forget_thread(container_id)
         saved = self._expiring[container_id] = asyncio.Event()
         hibernated = False
         try:

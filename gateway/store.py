@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     cast,
     event,
     insert,
@@ -408,19 +409,28 @@ class Store:
     # -- calls -----------------------------------------------------------------------
 
     async def add_call(self, call_id: str, container_id: str, status: str, body: dict[str, Any],
-                       node: str | None = None) -> None:
+                       node: str | None = None, created_at: int | None = None) -> None:
         async with self.engine.begin() as conn:
-            await conn.execute(insert(calls).values(id=call_id, container_id=container_id, status=status,
-                                                    body=body, created_at=int(time.time()), node=node))
+            await conn.execute(_INSERT_CALL, {"id": call_id, "container_id": container_id, "status": status,
+                                              "body": body, "created_at": created_at or int(time.time()),
+                                              "node": node})
 
     async def finish_call(self, call_id: str, status: str, body: dict[str, Any],
-                          container_id: str | None = None, last_active_at: float | None = None) -> None:
-        """Record a call's end and, in the same transaction, its container's activity."""
+                          container_id: str | None = None, last_active_at: float | None = None,
+                          *, insert_at: int | None = None, node: str | None = None) -> None:
+        """Record a call's end and, in the same transaction, its container's activity.
+
+        With ``insert_at`` the call has no row yet: it is inserted whole (run by ``node``), created then.
+        """
         async with self.engine.begin() as conn:
-            await conn.execute(update(calls).where(calls.c.id == call_id).values(status=status, body=body))
+            if insert_at is not None:
+                assert container_id is not None
+                await conn.execute(_INSERT_CALL, {"id": call_id, "container_id": container_id, "status": status,
+                                                  "body": body, "created_at": insert_at, "node": node})
+            else:
+                await conn.execute(_FINISH_CALL, {"call_id": call_id, "new_status": status, "new_body": body})
             if container_id is not None and last_active_at is not None:
-                await conn.execute(update(containers).where(containers.c.id == container_id)
-                                   .values(last_active_at=last_active_at))
+                await conn.execute(_TOUCH_CONTAINER, {"container_id": container_id, "at": last_active_at})
 
     async def get_call(self, container_id: str, call_id: str) -> CallRecord | None:
         async with self.engine.connect() as conn:
@@ -491,6 +501,14 @@ def _upgrade(conn: Connection) -> None:
     if "alembic_version" not in tables and set(_TABLES) <= tables:
         command.stamp(config, "0001")  # made by the code before migrations: that schema is revision 0001
     command.upgrade(config, "head")
+
+
+# The statements of every call, built once (SQLAlchemy then finds their compiled form by identity).
+_INSERT_CALL = insert(calls)
+_FINISH_CALL = update(calls).where(calls.c.id == bindparam("call_id")).values(
+    status=bindparam("new_status"), body=bindparam("new_body"))
+_TOUCH_CONTAINER = update(containers).where(containers.c.id == bindparam("container_id")).values(
+    last_active_at=bindparam("at"))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -170,7 +170,8 @@ class MountedFiles:
         await asyncio.to_thread(host.data.delete, path)
 
     async def snapshot(self, host: KernelHost) -> Snapshot:
-        return await asyncio.to_thread(host.data.snapshot)
+        baseline = host.data.baseline()  # what the last execution's end saw: no second walk
+        return baseline if baseline is not None else await asyncio.to_thread(host.data.snapshot)
 
     async def changed_files(self, host: KernelHost, before: Snapshot, *, limit: int,
                             max_digest_bytes: int) -> tuple[list[FileInfo], bool]:

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,6 +90,22 @@ class DataDir:
         self.path = path
         self.uid = uid
         self.max_entries = max_entries
+        # The walk that ended the last execution is the next one's "before": one walk per execution,
+        # not two. What the code changes between executions is then reported by the next one (before,
+        # it was never reported). Our own writes and deletes drop it; the generation tells a walk
+        # that raced with one of them not to become the baseline.
+        self._baseline: Snapshot | None = None
+        self._generation = 0
+        self._guard = threading.Lock()
+
+    def baseline(self) -> Snapshot | None:
+        """The snapshot taken by the last ``changed``, unless this host changed the directory since."""
+        return self._baseline
+
+    def _touched(self) -> None:
+        with self._guard:
+            self._generation += 1
+            self._baseline = None
 
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -151,6 +168,12 @@ class DataDir:
 
         With ``parents`` the name may be a relative path whose directories are created.
         """
+        try:
+            return self._write(name, source, max_bytes=max_bytes, parents=parents)
+        finally:
+            self._touched()
+
+    def _write(self, name: str, source: bytes | BinaryIO, *, max_bytes: int | None, parents: bool) -> FileInfo:
         dirs = _split(name)[:-1] if parents else []
         base = safe_name(name)
         stem, dot, ext = base.rpartition(".")
@@ -258,6 +281,12 @@ class DataDir:
 
     def delete(self, relpath: str) -> None:
         """Remove one file; a symlink is removed itself, never its target."""
+        try:
+            self._delete(relpath)
+        finally:
+            self._touched()
+
+    def _delete(self, relpath: str) -> None:
         parts = _split(relpath)
         with self._parent(parts) as parent:
             try:
@@ -311,8 +340,13 @@ class DataDir:
 
     def changed(self, before: Snapshot, *, limit: int,
                 max_digest_bytes: int) -> tuple[builtins.list[FileInfo], bool]:
-        """Files new or changed since ``before``, newest first, at most ``limit``."""
+        """Files new or changed since ``before``, newest first, at most ``limit``; what it saw becomes
+        the ``baseline``."""
+        generation = self._generation
         after = self.snapshot()
+        with self._guard:
+            if self._generation == generation:
+                self._baseline = after
         changed = [(p, s) for p, s in after.items() if before.get(p) != s]
         changed.sort(key=lambda item: (-item[1].mtime_ns, item[0]))
         infos: builtins.list[FileInfo] = []
