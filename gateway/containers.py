@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 import sandbox
 
+from .capacity import Capacity, Refusal
 from .errors import AtCapacity, BadRequest, Conflict, HeldElsewhere, NotFound
 from .files import FileService
 from .nodes import NodeDirectory
@@ -47,7 +48,6 @@ class SandboxDefaults:
     labels: Mapping[str, str]
     max_file_ids: int
     thread_expiry_minutes: float
-    max_sandboxes: int  # live sandboxes at most, the warm pool included
     capacity_wait: float  # seconds a new sandbox waits for room before 429
     pool_size: int
     pool_pause: float
@@ -66,8 +66,10 @@ class Restored:
 
 class ContainerService:
     def __init__(self, store: Store, files: FileService, backend: sandbox.Backend,
-                 defaults: SandboxDefaults, *, node: str = "local", nodes: NodeDirectory | None = None) -> None:
+                 defaults: SandboxDefaults, capacity: Capacity, *, node: str = "local",
+                 nodes: NodeDirectory | None = None) -> None:
         self.store, self.files, self.backend, self.defaults = store, files, backend, defaults
+        self.capacity = capacity
         self.node = node  # this gateway's name: recorded on the containers whose sandboxes it holds
         self.nodes = nodes  # the other gateways on this database, if any may be
         self._live: dict[str, sandbox.Session] = {}
@@ -89,7 +91,7 @@ class ContainerService:
         self._unleased: dict[str, asyncio.Event] = {}  # set when the last lease ends, for a waiting delete
         self._room = asyncio.Lock()
         self.pool = WarmPool(self._start_pooled, defaults.pool_size, pause=defaults.pool_pause,
-                             may_start=lambda: self.in_use < defaults.max_sandboxes)
+                             may_start=lambda: self._refusal() is None)
 
     @property
     def live_count(self) -> int:
@@ -106,6 +108,10 @@ class ContainerService:
     @property
     def in_use(self) -> int:
         return len(self._live) + self._starting + self.pool.ready + self.pool.starting
+
+    def _refusal(self) -> Refusal | None:
+        # Sandboxes still starting do not show in the measured memory yet: the policy counts them.
+        return self.capacity.refusal(self.in_use, starting=self._starting + self.pool.starting)
 
     # -- sandboxes and capacity ---------------------------------------------------
 
@@ -135,13 +141,16 @@ class ContainerService:
         deadline = time.monotonic() + self.defaults.capacity_wait
         while True:
             async with self._room:
-                if self.in_use < self.defaults.max_sandboxes:
+                refusal = self._refusal()
+                if refusal is None:
                     self._starting += 1
                     break
-            if await self.pool.release_one() or await self._evict_one():
+            if refusal.evicting_helps and (await self.pool.release_one() or await self._evict_one()):
                 continue
             if time.monotonic() >= deadline:
-                raise AtCapacity(f"All {self.defaults.max_sandboxes} sandboxes are busy; retry shortly.",
+                busy = " and every sandbox is busy" if refusal.evicting_helps else ""
+                log.warning("no room for a sandbox", extra={"reason": refusal.reason, "live": self.in_use})
+                raise AtCapacity(f"No room for another sandbox now: {refusal.reason}{busy}. Retry shortly.",
                                  retry_after=5)
             await asyncio.sleep(0.25)
 
@@ -179,6 +188,16 @@ class ContainerService:
                         raise Conflict(f"Container {record.id} is no longer available here.", param="container_id")
                     record, restored = woken
         return self.lease(record), restored
+
+    async def relieve_memory(self) -> int:
+        """While free memory is under the reserve, expire idle sandboxes (pooled ones first, then the
+        least recently used; files kept). Returns how many went."""
+        gone = 0
+        while self.capacity.short_of_memory() and (await self.pool.release_one() or await self._evict_one()):
+            gone += 1
+        if gone:
+            log.warning("memory low: idle sandboxes expired", extra={"count": gone, "live": self.live_count})
+        return gone
 
     def lease(self, record: ContainerRecord) -> sandbox.Session:
         """The live session, held against expiry until ``release``."""
