@@ -309,15 +309,36 @@ class DataDir:
             root = os.open(self.path, _DIR_FLAGS)
         except FileNotFoundError:
             return found
-        self._walk(root, "", 0, found)
+        self._walk(root, "", 0, found, None)
         return found
 
-    def _walk(self, fd: int, prefix: str, depth: int, found: Snapshot) -> None:
+    def unchanged_since(self, before: Snapshot, *, budget: int) -> bool:
+        """True when the tree has at most ``budget`` entries (of any kind: cheap enough to walk on an
+        event loop) and its files are exactly ``before``; then that is the baseline again."""
+        generation = self._generation
+        found: Snapshot = {}
+        try:
+            root = os.open(self.path, _DIR_FLAGS)
+        except FileNotFoundError:
+            return not before
+        if not self._walk(root, "", 0, found, [budget]) or found != before:
+            return False
+        with self._guard:
+            if self._generation == generation:
+                self._baseline = found
+        return True
+
+    def _walk(self, fd: int, prefix: str, depth: int, found: Snapshot, budget: builtins.list[int] | None) -> bool:
+        """Add the regular files under ``fd`` to ``found``; False if it ran out of ``budget`` entries."""
         try:
             with os.scandir(fd) as entries:
                 for entry in entries:
                     if len(found) >= self.max_entries:
-                        return
+                        return True
+                    if budget is not None:
+                        budget[0] -= 1
+                        if budget[0] < 0:
+                            return False
                     try:
                         st = entry.stat(follow_symlinks=False)
                     except OSError:
@@ -330,9 +351,11 @@ class DataDir:
                             child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
                         except OSError:
                             continue
-                        self._walk(child, rel + "/", depth + 1, found)
+                        if not self._walk(child, rel + "/", depth + 1, found, budget):
+                            return False
         finally:
             os.close(fd)
+        return True
 
     def list(self) -> list[FileInfo]:
         snap = self.snapshot()

@@ -227,6 +227,24 @@ def test_a_walk_that_raced_with_our_write_does_not_become_the_baseline(data, mon
     assert data.baseline() is None
 
 
+def test_an_unchanged_small_tree_is_confirmed_without_a_full_walk(data):
+    (data.path / "a.txt").write_bytes(b"a")
+    before = data.snapshot()
+    assert data.unchanged_since(before, budget=8)
+    assert data.baseline() == before
+    (data.path / "a.txt").write_bytes(b"changed")
+    assert not data.unchanged_since(before, budget=8)
+
+
+def test_a_tree_over_the_budget_is_never_confirmed_on_the_loop(data):
+    for n in range(10):
+        (data.path / f"empty-{n}").mkdir()  # directories count against the budget too
+    before = data.snapshot()
+    assert before == {}
+    assert not data.unchanged_since(before, budget=8)
+    assert data.unchanged_since(before, budget=16)
+
+
 def test_snapshot_and_list_ignore_symlinks_and_fifos(data, outside):
     (data.path / "real.txt").write_bytes(b"real")
     os.symlink(outside, data.path / "link")
