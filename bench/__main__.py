@@ -5,8 +5,10 @@ Sections (names for --only/--skip); those marked * run once per runtime in --run
 runc,runsc), side by side, the others under the first runtime only:
   warm*       1. first call on a new thread, `print(1)`, warm pool (its own server, CODEINTERP_POOL_SIZE=2)
   cold*       1. the same, cold (CODEINTERP_POOL_SIZE=0), and the sandbox library's cold start
-  roundtrip*  2. `pass` round trip on a warm thread over HTTP, the library's, and raw jupyter_client's
-  throughput  3. calls per second over 8 threads at once
+  roundtrip*  2. `pass` round trip on a warm thread over HTTP (httpx and a lean client), the library's,
+                 and raw jupyter_client's beside the kernel, interleaved in blocks, with the ratios
+  throughput  3. calls per second over 8 threads at once over HTTP (httpx, lean clients), then the
+                 same load on 8 library sessions and on raw jupyter_client, round by round
   memory*     4. idle memory per sandbox
   files       5. 100 MB upload to readable at /mnt/data; 100 MB written in /mnt/data to downloaded
   llm-sandbox 6. first call and round trip of the llm-sandbox library on the same engine and base image
@@ -17,8 +19,9 @@ kernel not answering), the runtime's rows say FAILED with the reason at once, in
 waiting for a timeout. --results writes bench/results.json and, generated from it, bench/RESULTS.md.
 
 Every server runs on a free 127.0.0.1 port with a temporary data dir, and every container it or the
-harness starts carries the label codeinterp.bench=1; whatever is left is swept by that label at the
-end, also after Ctrl-C or an error. The table goes to stdout (and --output); progress to stderr.
+harness starts carries the label codeinterp.bench=<the harness's pid>; whatever is left is swept by
+it at the end, also after Ctrl-C or an error, and at the start what runs that are gone left (a run
+going on beside this one keeps its own). The table goes to stdout (and --output); progress to stderr.
 """
 
 from __future__ import annotations
@@ -116,15 +119,13 @@ async def run(selected: list[str], p: Params, runtimes: list[str]) -> list[Row]:
             await section("warm", lambda env=env: gateway_bench.first_call_warm(p, env), runtime)  # type: ignore[misc]
         if _COLD_SERVER & set(wanted):
             async with Server(pool_size=0, env=env) as server:
-                for name, fn in (("cold", gateway_bench.first_call_cold), ("roundtrip", gateway_bench.round_trip),
-                                 ("throughput", gateway_bench.throughput), ("memory", gateway_bench.memory),
+                for name, fn in (("cold", gateway_bench.first_call_cold), ("roundtrip", floor.round_trip),
+                                 ("throughput", floor.throughput), ("memory", gateway_bench.memory),
                                  ("files", gateway_bench.files), ("imports", gateway_bench.imports)):
                     if name in wanted:
                         await section(name, lambda fn=fn, server=server: fn(p, server), runtime)  # type: ignore[misc]
         if "cold" in wanted and first:
             await section("cold", lambda runtime=runtime: floor.library_first_call(p, runtime), runtime)  # type: ignore[misc]
-        if "roundtrip" in wanted and first:
-            await section("roundtrip", lambda runtime=runtime: floor.library_round_trip(p, runtime), runtime)  # type: ignore[misc]
         if "llm-sandbox" in wanted:
             await section("llm-sandbox", lambda: llm_sandbox_bench.llm_sandbox(p), "runc")
     rows.sort(key=lambda r: int(r.section))  # stable: within a section, runtimes in the order given
@@ -172,16 +173,16 @@ def main() -> int:
     try:
         left = asyncio.run(sweep())
         if left:
-            log(f"removed {left} container(s) labelled codeinterp.bench=1 left by an earlier run")
+            log(f"removed {left} container(s) left by an earlier run that is gone")
         rows = asyncio.run(run(selected, p, args.runtimes))
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         status = 130
     finally:
         stop_all_servers()
-        left = asyncio.run(sweep())
+        left = asyncio.run(sweep(mine_only=True))
         if left:
-            log(f"swept {left} container(s) labelled codeinterp.bench=1")
+            log(f"swept {left} container(s) of this run")
     if rows:
         lines = machine(started)
         table = "\n".join([*lines, "", HEADER, *(r.markdown() for r in rows)])

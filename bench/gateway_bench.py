@@ -1,4 +1,4 @@
-"""Sections 1-5: the gateway over real HTTP (each against its own `codeinterp serve`)."""
+"""Sections 1, 4, 5 and 7: the gateway over real HTTP (each against its own `codeinterp serve`)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ import httpx
 from .harness import Server, bench_containers, call, logs_of
 from .stats import Row
 
-__all__ = ["Params", "files", "first_call_cold", "first_call_warm", "imports", "memory", "round_trip",
-           "throughput"]
+__all__ = ["HTTP_TIMEOUT", "Params", "files", "first_call_cold", "first_call_warm", "imports", "memory", "new_thread"]
 
 MB = 1 << 20
-_HTTP_TIMEOUT = httpx.Timeout(300, connect=10)
+HTTP_TIMEOUT = httpx.Timeout(300, connect=10)
 
 
 @dataclass
@@ -45,14 +44,14 @@ class Params:
                    file_samples=1, llm_first_calls=2, llm_round_trips=10, imports=2)
 
 
-def _thread(kind: str) -> str:
+def new_thread(kind: str) -> str:
     return f"bench-{kind}-{uuid.uuid4().hex[:10]}"
 
 
 async def _first_calls(server: Server, n: int, *, warm: bool) -> tuple[list[float], str]:
     samples: list[float] = []
     unknown = timeouts = 0
-    async with httpx.AsyncClient(base_url=server.url, timeout=_HTTP_TIMEOUT) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         for _ in range(n):
             if warm:
                 ready = await server.pool_ready(http)
@@ -60,7 +59,7 @@ async def _first_calls(server: Server, n: int, *, warm: bool) -> tuple[list[floa
                 timeouts += ready is False
             else:
                 await asyncio.sleep(0.5)  # let the last delete settle
-            thread = _thread("first")
+            thread = new_thread("first")
             began = time.perf_counter()
             body = await call(http, thread, "print(1)")
             samples.append(time.perf_counter() - began)
@@ -87,63 +86,18 @@ async def first_call_cold(p: Params, server: Server) -> list[Row]:
     return [Row("1", "first call on a new thread, `print(1)`, cold (pool size 0), HTTP", samples)]
 
 
-async def round_trip(p: Params, server: Server) -> list[Row]:
-    thread = _thread("rt")
-    trips: list[float] = []
-    async with httpx.AsyncClient(base_url=server.url, timeout=_HTTP_TIMEOUT) as http:
-        await call(http, thread, "print(1)")
-        for n in range(p.warmup + p.round_trips):
-            began = time.perf_counter()
-            await call(http, thread, "pass")
-            if n >= p.warmup:
-                trips.append(time.perf_counter() - began)
-        await http.delete(f"/v1/threads/{thread}/code_interpreter")
-    return [Row("2", "call round trip of `pass` on a warm thread, HTTP", trips)]
-
-
 async def imports(p: Params, server: Server) -> list[Row]:
     """The data-science imports a model's first cell makes, in a sandbox that has just started."""
     samples: list[float] = []
-    async with httpx.AsyncClient(base_url=server.url, timeout=_HTTP_TIMEOUT) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         for _ in range(p.imports):
-            thread = _thread("imp")
+            thread = new_thread("imp")
             await call(http, thread, "print(1)")  # the sandbox is up; its start is not timed
             began = time.perf_counter()
             await call(http, thread, "import pandas, matplotlib")
             samples.append(time.perf_counter() - began)
             (await http.delete(f"/v1/threads/{thread}/code_interpreter")).raise_for_status()
     return [Row("7", "call of `import pandas, matplotlib` in a new sandbox (after `print(1)`), HTTP", samples)]
-
-
-async def throughput(p: Params, server: Server) -> list[Row]:
-    threads = [_thread("tp") for _ in range(p.clients)]
-    rates: list[float] = []
-    latencies: list[float] = []
-
-    async def client(http: httpx.AsyncClient, thread: str, record: bool) -> None:
-        for _ in range(p.calls_per_client):
-            began = time.perf_counter()
-            await call(http, thread, "pass")
-            if record:
-                latencies.append(time.perf_counter() - began)
-
-    clients = [httpx.AsyncClient(base_url=server.url, timeout=_HTTP_TIMEOUT) for _ in threads]
-    try:
-        for http, thread in zip(clients, threads, strict=True):
-            await call(http, thread, "print(1)")  # the 8 threads exist before any round
-        for round_no in range(p.rounds + 1):  # round 0 warms up
-            began = time.perf_counter()
-            await asyncio.gather(*(client(http, t, round_no > 0) for http, t in zip(clients, threads, strict=True)))
-            if round_no > 0:
-                rates.append(p.clients * p.calls_per_client / (time.perf_counter() - began))
-        for http, thread in zip(clients, threads, strict=True):
-            await http.delete(f"/v1/threads/{thread}/code_interpreter")
-    finally:
-        for http in clients:
-            await http.aclose()
-    what = f"{p.clients} threads, {p.clients} concurrent clients x {p.calls_per_client} `pass` calls per round"
-    return [Row("3", f"calls per second, {what}", rates, unit="calls/s", scale=1.0),
-            Row("3", "latency of one `pass` call under that load", latencies)]
 
 
 def _memory(container_ids: list[str]) -> tuple[list[float], list[float]]:
@@ -166,8 +120,8 @@ def _memory(container_ids: list[str]) -> tuple[list[float], list[float]]:
 
 async def memory(p: Params, server: Server) -> list[Row]:
     before = {c["Id"] for c in await asyncio.to_thread(bench_containers)}
-    threads = [_thread("mem") for _ in range(p.idle_sandboxes)]
-    async with httpx.AsyncClient(base_url=server.url, timeout=_HTTP_TIMEOUT) as http:
+    threads = [new_thread("mem") for _ in range(p.idle_sandboxes)]
+    async with httpx.AsyncClient(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         for thread in threads:
             await call(http, thread, "print(1)")
         new = [c["Id"] for c in await asyncio.to_thread(bench_containers) if c["Id"] not in before]
@@ -193,7 +147,7 @@ async def files(p: Params, server: Server) -> list[Row]:
         with source.open("wb") as out:
             for _ in range(p.file_mb):
                 out.write(os.urandom(MB))
-        async with httpx.AsyncClient(base_url=server.url, timeout=_HTTP_TIMEOUT) as http:
+        async with httpx.AsyncClient(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
             created = await http.post("/v1/containers", json={"name": "bench-files"})
             created.raise_for_status()
             cid = created.json()["id"]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -70,22 +70,43 @@ def create_app(services: Services, *, metrics: Metrics, health: Callable[[], Awa
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.monotonic()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        elapsed = time.monotonic() - started
-        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(elapsed)
-        log.info("request", extra={"method": request.method, "route": path, "status": response.status_code,
-                                   "duration_ms": round(elapsed * 1000, 1),
-                                   "owner": getattr(request.state, "owner", None)})
-        return response
-
+    app.add_middleware(Observe, metrics=metrics)
     # Outermost: refuse oversized bodies before anything parses or spools them.
     return BodyLimit(app, max_upload_bytes + (1 << 20), json_limit=4 << 20)  # type: ignore[return-value]
+
+
+class Observe:
+    """Metrics and a log line per request, as plain ASGI: no extra task or body streams per request
+    (what Starlette's BaseHTTPMiddleware costs). The duration runs to the end of the response body,
+    so a streamed call counts whole."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500  # what the client gets when the app fails before answering
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            elapsed = time.monotonic() - started
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                log.info("request", extra={"method": scope["method"], "route": path, "status": status,
+                                           "duration_ms": round(elapsed * 1000, 1),
+                                           "owner": scope.get("state", {}).get("owner")})
 
 
 class BodyLimit:

@@ -36,6 +36,11 @@ DELETED = {"code": "container_deleted",
            "message": "The container was deleted during the call; the execution was interrupted."}
 _RICH = ("text/html", "image/svg+xml", "application/json")
 _LINK = re.compile(r"sandbox:(/mnt/data/[^\s()\[\]<>\"'`]+)")
+# A call that is neither streamed nor in the background and ends within this many seconds is written
+# once, when it ends (before its response); a longer one is first recorded as in progress, so that a
+# crash meanwhile leaves a row that the next start marks incomplete. Streamed and background calls are
+# recorded at once: their id is already out.
+IN_PROGRESS_AFTER = 0.2
 PROGRESS_INTERVAL = 0.5  # seconds between two writes of a background call's partial body
 SHUTDOWN_INTERRUPT_WAIT = 20.0  # seconds shutdown waits for interrupted calls to record their end
 
@@ -64,6 +69,9 @@ class CallRun:
     deleted: bool = False  # its container was deleted while it ran
     task: asyncio.Task[dict[str, Any]] | None = None
     progress: asyncio.Task[None] | None = None
+    recorded: bool = False  # its in-progress row is written
+    recording: asyncio.Task[None] | None = None  # writing it, late (IN_PROGRESS_AFTER)
+    record_timer: asyncio.TimerHandle | None = None
 
     def container_deleted(self) -> None:
         self.deleted = True
@@ -102,10 +110,12 @@ class CallService:
     async def start(self, owner: str, record: ContainerRecord, session: sandbox.Session, *, code: str,
                     file_ids: Sequence[str], timeout: float | None, thread_id: str | None = None,
                     restored: Restored | None = None, stream: bool = False, background: bool = False) -> CallRun:
-        """Validate, place files, record the call as in progress, and start running it.
+        """Validate, place files, and start running it; a streamed or background call is recorded as in
+        progress at once, another one only if it runs longer than IN_PROGRESS_AFTER (see there).
 
         ``session`` is leased by the caller; the lease is released when the call ends.
         """
+        run: CallRun | None = None
         try:
             if not code.strip():
                 raise BadRequest("'input' must contain code to run.", param="input")
@@ -116,8 +126,13 @@ class CallService:
             await self.containers.place_missing(owner, record, session, file_ids)
             run = CallRun(id=new_id("call_"), code=code, container_id=record.id, thread_id=thread_id,
                           created_at=int(time.time()), restored=restored, streamed=stream, background=background)
-            await self.store.add_call(run.id, record.id, "in_progress", run.body("in_progress"),
-                                      node=self.containers.node)
+            if stream or background:
+                await self.store.add_call(run.id, record.id, "in_progress", run.body("in_progress"),
+                                          node=self.containers.node)
+                run.recorded = True
+            else:
+                run.record_timer = asyncio.get_running_loop().call_later(
+                    IN_PROGRESS_AFTER, self._record_late, run, record.id)
             run.emit({"index": 0, "id": run.id, "type": "code_interpreter",
                                    "code_interpreter": {"input": code, "outputs": []}})
             if restored is not None and restored.kind == "files":  # woken with its memory: nothing to say
@@ -130,9 +145,22 @@ class CallService:
             if background:
                 run.progress = asyncio.create_task(self._save_progress(run))
         except BaseException:
+            if run is not None and run.record_timer is not None:
+                run.record_timer.cancel()
             self.containers.release(record.id)
             raise
         return run
+
+    def _record_late(self, run: CallRun, container_id: str) -> None:
+        async def record() -> None:
+            try:
+                await self.store.add_call(run.id, container_id, "in_progress", run.body("in_progress"),
+                                          node=self.containers.node)
+                run.recorded = True
+            except Exception:  # the end of the call writes it whole instead
+                log.exception("could not record a call in progress", extra={"call_id": run.id})
+
+        run.recording = asyncio.create_task(record())
 
     async def _run(self, owner: str, record: ContainerRecord, session: sandbox.Session, run: CallRun,
                    timeout: float, unwatch: Callable[[], None]) -> dict[str, Any]:
@@ -156,30 +184,33 @@ class CallService:
 
     async def _finish(self, run: CallRun, body: dict[str, Any], container_id: str | None = None,
                       last_active_at: float | None = None) -> None:
-        """Record the call's end, after any progress write in flight, so the end is the last write."""
+        """Record the call's end, after any progress write in flight, so the end is the last write: an
+        update of its in-progress row, or the whole row in one insert."""
         run.ended.set()
         run.changed.set()
+        if run.record_timer is not None:
+            run.record_timer.cancel()
+        if run.recording is not None:
+            await asyncio.shield(run.recording)  # never two inserts of one id
         if run.progress is not None:
             with contextlib.suppress(Exception):
                 await run.progress
-        await self.store.finish_call(run.id, body["status"], body, container_id, last_active_at)
+        await self.store.finish_call(run.id, body["status"], body, container_id, last_active_at,
+                                     insert_at=None if run.recorded else run.created_at, node=self.containers.node)
 
     async def _execute(self, owner: str, record: ContainerRecord, session: sandbox.Session, run: CallRun,
                        timeout: float) -> dict[str, Any]:
         started = time.monotonic()
-        raw: asyncio.Queue[sandbox.Output] = asyncio.Queue()
+        # Outputs arrive in order, then None once the execution is done (its done callback runs after
+        # every output it sank): one consumer, no task per output.
+        raw: asyncio.Queue[sandbox.Output | None] = asyncio.Queue()
         execution = asyncio.ensure_future(
             session.execute(run.code, timeout=timeout, on_output=raw.put_nowait, stop=run.stop))
+        execution.add_done_callback(lambda _: raw.put_nowait(None))
         try:
             try:
-                while not execution.done() or not raw.empty():
-                    getter = asyncio.ensure_future(raw.get())
-                    try:
-                        await asyncio.wait({getter, execution}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        getter.cancel()
-                    if getter.done() and not getter.cancelled():
-                        await self._consume(owner, run, getter.result())
+                while (output := await raw.get()) is not None:
+                    await self._consume(owner, run, output)
             finally:
                 # If consuming failed or we were cancelled, the code must not run on detached:
                 # cancelling the execution interrupts the kernel (Session.execute sets its stop).
@@ -202,7 +233,7 @@ class CallService:
             if not isinstance(exc, sandbox.SandboxError) and not (run.deleted and isinstance(exc, Exception)):
                 body = run.body("failed", {"code": "sandbox_error", "message": "internal error"}, (),
                                 int(time.time()))
-                await asyncio.shield(self._finish(run, body))
+                await asyncio.shield(self._finish(run, body, record.id))
                 run.emit(None)
                 raise
             # The sandbox went away under the call (a delete that could not wait, or Docker itself):

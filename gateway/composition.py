@@ -7,16 +7,19 @@ import hashlib
 import logging
 from dataclasses import replace
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 import sandbox
+from sandbox import parse_size
 
 from .app import create_app
 from .auth import KeyRing
 from .blobs import BlobStore
 from .calls import CallService
+from .capacity import Capacity, HostMeter
 from .containers import ContainerService, SandboxDefaults
 from .files import FileService
 from .mcp_endpoint import McpEndpoint
@@ -39,6 +42,7 @@ class Gateway:
         self.settings = settings
         self._backend = backend
         self._reaper: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     @cached_property
     def instance(self) -> str:
@@ -76,13 +80,19 @@ class Gateway:
                                 data_size=s.data_size)
         containers = ContainerService(self.store, files, self.backend, SandboxDefaults(
             limits=limits, labels={"codeinterp.instance": self.instance}, max_file_ids=s.max_file_ids,
-            thread_expiry_minutes=s.thread_expiry_minutes, max_sandboxes=s.sandbox_limit,
-            capacity_wait=s.capacity_wait, pool_size=s.pool_size, pool_pause=s.pool_pause,
-            host_memory=s.host_memory, hibernate=s.hibernate,
-            checkpoint_budget=sandbox.parse_size(s.checkpoint_budget)), node=s.node, nodes=self.nodes)
+            thread_expiry_minutes=s.thread_expiry_minutes, capacity_wait=s.capacity_wait,
+            pool_size=s.pool_size, pool_pause=s.pool_pause, host_memory=s.host_memory, hibernate=s.hibernate,
+            checkpoint_budget=sandbox.parse_size(s.checkpoint_budget)), self.capacity, node=s.node, nodes=self.nodes)
         calls = CallService(self.store, files, containers, s.default_timeout, s.max_timeout)
         return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys),
                         sse_keepalive=s.sse_keepalive)
+
+    @cached_property
+    def capacity(self) -> Capacity:
+        s = self.settings
+        meter = HostMeter(cgroup=Path(s.sandbox_cgroup) if s.sandbox_cgroup.strip() else None)
+        return Capacity(meter, reserve=s.reserve_bytes(meter.total_memory()), per_sandbox=parse_size(s.sandbox_memory),
+                        cpu_pressure_limit=s.cpu_pressure_limit, max_sandboxes=s.max_sandboxes)
 
     @cached_property
     def metrics(self) -> Metrics:
@@ -108,7 +118,7 @@ class Gateway:
         containers = self.services.containers
         report: dict[str, Any] = {"status": "ok",
                                   "pool": {"ready": containers.pool.ready, "size": containers.pool.size},
-                                  "sandboxes": {"live": containers.live_count, "max": self.settings.sandbox_limit}}
+                                  "sandboxes": self.capacity.report(containers.live_count)}
         if isinstance(backend, sandbox.DockerBackend):
             report["docker"] = await backend.ping()
             report["image"] = {"name": backend.image,
@@ -127,6 +137,7 @@ class Gateway:
                                         "database": self.store.dialect, "file_store": str(self.blobs.root)})
         self.services.containers.pool.run()
         self._reaper = asyncio.create_task(self._expire_idle(), name="expiry")
+        self._watcher = asyncio.create_task(self._watch_memory(), name="memory")
 
     async def recover(self) -> None:
         """After a stop or crash: no call of this node stays in progress, and no sandbox of ours is left running.
@@ -195,9 +206,18 @@ class Gateway:
             except Exception:  # the sweep must outlive one bad round
                 log.exception("expiry sweep failed")
 
+    async def _watch_memory(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.memory_check_interval)
+            try:
+                await self.services.containers.relieve_memory()
+            except Exception:  # the watch must outlive one bad round
+                log.exception("memory check failed")
+
     async def shutdown(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for task in (self._reaper, self._watcher):
+            if task is not None:
+                task.cancel()
         # Background calls have no request for uvicorn to wait on: they get the same grace here.
         await self.services.calls.shutdown(self.settings.shutdown_grace)
         await self.services.containers.close_all()

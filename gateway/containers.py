@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 import sandbox
 
+from .capacity import Capacity, Refusal
 from .errors import AtCapacity, BadRequest, Conflict, HeldElsewhere, NotFound
 from .files import FileService
 from .nodes import NodeDirectory
@@ -47,7 +48,6 @@ class SandboxDefaults:
     labels: Mapping[str, str]
     max_file_ids: int
     thread_expiry_minutes: float
-    max_sandboxes: int  # live sandboxes at most, the warm pool included
     capacity_wait: float  # seconds a new sandbox waits for room before 429
     pool_size: int
     pool_pause: float
@@ -66,11 +66,16 @@ class Restored:
 
 class ContainerService:
     def __init__(self, store: Store, files: FileService, backend: sandbox.Backend,
-                 defaults: SandboxDefaults, *, node: str = "local", nodes: NodeDirectory | None = None) -> None:
+                 defaults: SandboxDefaults, capacity: Capacity, *, node: str = "local",
+                 nodes: NodeDirectory | None = None) -> None:
         self.store, self.files, self.backend, self.defaults = store, files, backend, defaults
+        self.capacity = capacity
         self.node = node  # this gateway's name: recorded on the containers whose sandboxes it holds
         self.nodes = nodes  # the other gateways on this database, if any may be
         self._live: dict[str, sandbox.Session] = {}
+        # The record of each live thread's container, so that a thread's call needs no query to find
+        # it. Only trusted while its id is in _live: expiry and delete take it out of _live first.
+        self._thread_records: dict[tuple[str, str], ContainerRecord] = {}
         self._leases: dict[str, int] = {}
         # Weak: a thread's lock lives while a request holds or waits on it, not for ever.
         self._thread_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = \
@@ -86,7 +91,7 @@ class ContainerService:
         self._unleased: dict[str, asyncio.Event] = {}  # set when the last lease ends, for a waiting delete
         self._room = asyncio.Lock()
         self.pool = WarmPool(self._start_pooled, defaults.pool_size, pause=defaults.pool_pause,
-                             may_start=lambda: self.in_use < defaults.max_sandboxes)
+                             may_start=lambda: self._refusal() is None)
 
     @property
     def live_count(self) -> int:
@@ -103,6 +108,10 @@ class ContainerService:
     @property
     def in_use(self) -> int:
         return len(self._live) + self._starting + self.pool.ready + self.pool.starting
+
+    def _refusal(self) -> Refusal | None:
+        # Sandboxes still starting do not show in the measured memory yet: the policy counts them.
+        return self.capacity.refusal(self.in_use, starting=self._starting + self.pool.starting)
 
     # -- sandboxes and capacity ---------------------------------------------------
 
@@ -132,13 +141,16 @@ class ContainerService:
         deadline = time.monotonic() + self.defaults.capacity_wait
         while True:
             async with self._room:
-                if self.in_use < self.defaults.max_sandboxes:
+                refusal = self._refusal()
+                if refusal is None:
                     self._starting += 1
                     break
-            if await self.pool.release_one() or await self._evict_one():
+            if refusal.evicting_helps and (await self.pool.release_one() or await self._evict_one()):
                 continue
             if time.monotonic() >= deadline:
-                raise AtCapacity(f"All {self.defaults.max_sandboxes} sandboxes are busy; retry shortly.",
+                busy = " and every sandbox is busy" if refusal.evicting_helps else ""
+                log.warning("no room for a sandbox", extra={"reason": refusal.reason, "live": self.in_use})
+                raise AtCapacity(f"No room for another sandbox now: {refusal.reason}{busy}. Retry shortly.",
                                  retry_after=5)
             await asyncio.sleep(0.25)
 
@@ -176,6 +188,16 @@ class ContainerService:
                         raise Conflict(f"Container {record.id} is no longer available here.", param="container_id")
                     record, restored = woken
         return self.lease(record), restored
+
+    async def relieve_memory(self) -> int:
+        """While free memory is under the reserve, expire idle sandboxes (pooled ones first, then the
+        least recently used; files kept). Returns how many went."""
+        gone = 0
+        while self.capacity.short_of_memory() and (await self.pool.release_one() or await self._evict_one()):
+            gone += 1
+        if gone:
+            log.warning("memory low: idle sandboxes expired", extra={"count": gone, "live": self.live_count})
+        return gone
 
     def lease(self, record: ContainerRecord) -> sandbox.Session:
         """The live session, held against expiry until ``release``."""
@@ -324,6 +346,7 @@ class ContainerService:
             raise NotFound(f"No such Container object: {container_id} (it is being deleted)",
                            param="container_id")
         self._deleting.add(container_id)
+        self._forget_thread(container_id)  # before any await: the thread's next call must not find it
         # Shielded: a client that hangs up must not leave the container half deleted.
         await asyncio.shield(asyncio.ensure_future(self._remove(container_id)))
 
@@ -359,6 +382,10 @@ class ContainerService:
         existing one for another is a Conflict.
         """
         async with self._thread_lock(owner, thread_id):
+            known = self._thread_records.get((owner, thread_id))
+            if (known is not None and known.id in self._live and known.id not in self._deleting
+                    and memory_limit in (None, known.memory_limit)):
+                return known, self.lease(known), None
             while True:
                 record = await self.store.container_for_thread(owner, thread_id)
                 restored = None
@@ -378,7 +405,9 @@ class ContainerService:
                     if claimed is None:  # another gateway restored it first
                         continue
                     record, restored = claimed
-                return record, self.lease(record), restored
+                session = self.lease(record)
+                self._thread_records[(owner, thread_id)] = record
+                return record, session, restored
 
     async def check_holder(self, record: ContainerRecord) -> None:
         """HeldElsewhere when another live gateway holds the record's sandbox; its requests go there."""
@@ -387,6 +416,10 @@ class ContainerService:
         url = await self.nodes.live_url(record.node)
         if url is not None:
             raise HeldElsewhere(record.node, url)
+
+    def _forget_thread(self, container_id: str) -> None:
+        for key in [k for k, r in self._thread_records.items() if r.id == container_id]:
+            del self._thread_records[key]
 
     async def _restore(self, record: ContainerRecord) -> tuple[ContainerRecord, Restored] | None:
         """Bring an idle record back: woken from hibernation, or else a new sandbox with its kept files.
@@ -467,6 +500,7 @@ class ContainerService:
         if session is None or container_id in self._deleting or (self._leases.get(container_id) and not force):
             return False
         del self._live[container_id]  # before any await: no new lease can take it now
+        self._forget_thread(container_id)
         saved = self._expiring[container_id] = asyncio.Event()
         hibernated = False
         try:

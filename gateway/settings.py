@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sandbox import ConfigError, parse_size
+
 __all__ = ["Settings"]
 
 
@@ -80,7 +82,25 @@ class Settings(BaseSettings):
     pool_size: int = 2
     # Seconds between two pool refills, so refilling cannot starve running calls on a small machine.
     pool_pause: float = 0.5
-    # Live sandboxes at most, the pool included; 0 derives it from memory and CPU.
+    # Capacity goes by measurement, not by a count (README, "Capacity"). A new sandbox is admitted while
+    # the host's free memory (MemAvailable; and sandbox_cgroup's limit less its usage, when set), less
+    # sandbox_memory for it and for each sandbox still starting, stays above memory_reserve, and while
+    # the CPU pressure is at most cpu_pressure_limit. Each sandbox keeps its own memory limit.
+    # Free memory kept for the host and the gateway, e.g. "2g"; empty: 10 % of RAM, 512 MiB at least.
+    # When the free memory falls under it, idle sandboxes expire (files kept), least recently used first.
+    memory_reserve: str = ""
+    # What a new sandbox is expected to take before it is measured (an idle one takes about 40 MiB).
+    sandbox_memory: str = "64m"
+    # A cgroup directory holding the sandboxes, whose limit also bounds them, e.g.
+    # /sys/fs/cgroup/memory/docker (v1) or a slice given to Docker as cgroup-parent (v2); empty: none.
+    sandbox_cgroup: str = ""
+    # Percent of the last 10 s in which some task waited for a CPU (/proc/pressure/cpu "some avg10")
+    # above which new sandboxes wait (and get a 429 after capacity_wait); 0 turns it off. Ignored on
+    # kernels without pressure information.
+    cpu_pressure_limit: float = 95.0
+    # Seconds between two checks of free memory, which expire idle sandboxes when it runs low.
+    memory_check_interval: float = 2.0
+    # An optional hard cap on live sandboxes, the pool included; 0: none (memory and CPU decide).
     max_sandboxes: int = 0
     # Seconds a new sandbox waits for room (after evicting idle ones) before the request gets a 429.
     capacity_wait: float = 10.0
@@ -96,13 +116,21 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
-    @property
-    def sandbox_limit(self) -> int:
-        """max_sandboxes, or what this machine holds: 3/4 of RAM at 1 GiB each, 8 per core, 2 at least."""
-        if self.max_sandboxes > 0:
-            return self.max_sandboxes
-        total = self.host_memory or 4 << 30
-        return max(2, min(int(total * 0.75) >> 30, 8 * (os.cpu_count() or 1)))
+    @field_validator("memory_reserve", "sandbox_memory")
+    @classmethod
+    def _check_size(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_size(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    def reserve_bytes(self, total_memory: int) -> int:
+        """memory_reserve in bytes; by default 10 % of ``total_memory``, 512 MiB at least."""
+        if self.memory_reserve.strip():
+            return parse_size(self.memory_reserve)
+        return max(512 << 20, total_memory // 10)
 
     @property
     def host_memory(self) -> int:

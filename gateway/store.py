@@ -6,9 +6,11 @@ SQLite file through the URL setting alone. Rows are returned as frozen records.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +30,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     cast,
+    create_engine,
     event,
     insert,
     inspect,
+    make_url,
     or_,
     select,
     text,
@@ -40,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = ["CallRecord", "ContainerFileRecord", "ContainerRecord", "FileRecord", "NodeRecord", "Page", "Store",
@@ -113,6 +118,15 @@ nodes = Table(
     Column("started_at", Float, nullable=False),
     Column("seen_at", Float, nullable=False),  # its last heartbeat
 )
+
+
+# SQLite through aiosqlite: each pooled connection is a thread, and each round trip to it a thread
+# hop. A fixed pool (no overflow): the default 5 + 10 overflow opened and closed a connection, a
+# thread and four pragmas whenever more than 5 queries overlapped, which 8 busy threads always do;
+# SQLite runs one writer at a time anyway. No rollback when a connection goes back to the pool:
+# every transaction here ends in a commit or rollback, and closing a connection rolls back what
+# it began, so the reset only cost one more hop per query.
+_SQLITE_POOL: dict[str, Any] = {"pool_size": 16, "max_overflow": 0, "pool_reset_on_return": None}
 
 
 def new_id(prefix: str) -> str:
@@ -193,9 +207,35 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: AsyncEngine = create_async_engine(url)
-        if url.startswith("sqlite"):
+        sqlite = url.startswith("sqlite")
+        self.engine: AsyncEngine = create_async_engine(url, **(_SQLITE_POOL if sqlite else {}))
+        # SQLite: the writes every call makes go through one plain (pysqlite) connection on one thread
+        # of their own, a whole transaction per trip; through aiosqlite each statement, cursor and
+        # commit is a trip of its own (seven for a finished call), and under load each trip waits for
+        # the GIL. Other databases take the async engine for everything.
+        self._calls_engine: Engine | None = None
+        self._calls_thread: ThreadPoolExecutor | None = None
+        if sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            plain = make_url(url).set(drivername="sqlite")
+            if plain.database not in (None, "", ":memory:"):
+                self._calls_engine = create_engine(plain, pool_size=1, max_overflow=0)
+                event.listen(self._calls_engine, "connect", _sqlite_pragmas)
+                self._calls_thread = ThreadPoolExecutor(1, thread_name_prefix="codeinterp-calls-db")
+
+    async def _write_call(self, write: Callable[[Connection], object]) -> None:
+        """One transaction of call writes: on the calls thread when there is one."""
+        engine, thread = self._calls_engine, self._calls_thread
+        if engine is None or thread is None:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(write)
+            return
+
+        def transaction() -> None:
+            with engine.begin() as conn:
+                write(conn)
+
+        await asyncio.get_running_loop().run_in_executor(thread, transaction)
 
     @property
     def dialect(self) -> str:
@@ -225,7 +265,14 @@ class Store:
         return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
 
     async def close(self) -> None:
+        if self._calls_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._calls_thread, self._dispose_calls_engine)
+            self._calls_thread.shutdown()
         await self.engine.dispose()
+
+    def _dispose_calls_engine(self) -> None:
+        if self._calls_engine is not None:
+            self._calls_engine.dispose()
 
     async def _page(self, table: Table, where: list[Any], *, limit: int, order: str,
                     after: str | None, cls: type[Any]) -> Page:
@@ -408,19 +455,29 @@ class Store:
     # -- calls -----------------------------------------------------------------------
 
     async def add_call(self, call_id: str, container_id: str, status: str, body: dict[str, Any],
-                       node: str | None = None) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(calls).values(id=call_id, container_id=container_id, status=status,
-                                                    body=body, created_at=int(time.time()), node=node))
+                       node: str | None = None, created_at: int | None = None) -> None:
+        row = {"id": call_id, "container_id": container_id, "status": status, "body": body,
+               "created_at": created_at or int(time.time()), "node": node}
+        await self._write_call(lambda conn: conn.execute(_INSERT_CALL, row))
 
     async def finish_call(self, call_id: str, status: str, body: dict[str, Any],
-                          container_id: str | None = None, last_active_at: float | None = None) -> None:
-        """Record a call's end and, in the same transaction, its container's activity."""
-        async with self.engine.begin() as conn:
-            await conn.execute(update(calls).where(calls.c.id == call_id).values(status=status, body=body))
+                          container_id: str | None = None, last_active_at: float | None = None,
+                          *, insert_at: int | None = None, node: str | None = None) -> None:
+        """Record a call's end and, in the same transaction, its container's activity.
+
+        With ``insert_at`` the call has no row yet: it is inserted whole (run by ``node``), created then.
+        """
+        def write(conn: Connection) -> None:
+            if insert_at is not None:
+                assert container_id is not None
+                conn.execute(_INSERT_CALL, {"id": call_id, "container_id": container_id, "status": status,
+                                            "body": body, "created_at": insert_at, "node": node})
+            else:
+                conn.execute(_FINISH_CALL, {"call_id": call_id, "new_status": status, "new_body": body})
             if container_id is not None and last_active_at is not None:
-                await conn.execute(update(containers).where(containers.c.id == container_id)
-                                   .values(last_active_at=last_active_at))
+                conn.execute(_TOUCH_CONTAINER, {"container_id": container_id, "at": last_active_at})
+
+        await self._write_call(write)
 
     async def get_call(self, container_id: str, call_id: str) -> CallRecord | None:
         async with self.engine.connect() as conn:
@@ -491,6 +548,14 @@ def _upgrade(conn: Connection) -> None:
     if "alembic_version" not in tables and set(_TABLES) <= tables:
         command.stamp(config, "0001")  # made by the code before migrations: that schema is revision 0001
     command.upgrade(config, "head")
+
+
+# The statements of every call, built once (SQLAlchemy then finds their compiled form by identity).
+_INSERT_CALL = insert(calls)
+_FINISH_CALL = update(calls).where(calls.c.id == bindparam("call_id")).values(
+    status=bindparam("new_status"), body=bindparam("new_body"))
+_TOUCH_CONTAINER = update(containers).where(containers.c.id == bindparam("container_id")).values(
+    last_active_at=bindparam("at"))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -21,6 +21,7 @@ from ._results import FileInfo, KernelExit
 
 __all__ = ["Backend", "Hibernation", "KernelHost", "Limits", "MountedFiles", "SessionSpec", "parse_size"]
 
+_INLINE_WALK = 64  # entries in /mnt/data up to which an unchanged tree is checked on the event loop
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
 
@@ -170,10 +171,15 @@ class MountedFiles:
         await asyncio.to_thread(host.data.delete, path)
 
     async def snapshot(self, host: KernelHost) -> Snapshot:
-        return await asyncio.to_thread(host.data.snapshot)
+        baseline = host.data.baseline()  # what the last execution's end saw: no second walk
+        return baseline if baseline is not None else await asyncio.to_thread(host.data.snapshot)
 
     async def changed_files(self, host: KernelHost, before: Snapshot, *, limit: int,
                             max_digest_bytes: int) -> tuple[list[FileInfo], bool]:
+        # A small tree that did not change (most executions) is checked here, without a thread hop;
+        # anything larger, or any change (which means hashing files), is walked on a thread.
+        if len(before) <= _INLINE_WALK and host.data.unchanged_since(before, budget=_INLINE_WALK):
+            return [], False
         return await asyncio.to_thread(host.data.changed, before, limit=limit,
                                        max_digest_bytes=max_digest_bytes)
 

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,6 +90,22 @@ class DataDir:
         self.path = path
         self.uid = uid
         self.max_entries = max_entries
+        # The walk that ended the last execution is the next one's "before": one walk per execution,
+        # not two. What the code changes between executions is then reported by the next one (before,
+        # it was never reported). Our own writes and deletes drop it; the generation tells a walk
+        # that raced with one of them not to become the baseline.
+        self._baseline: Snapshot | None = None
+        self._generation = 0
+        self._guard = threading.Lock()
+
+    def baseline(self) -> Snapshot | None:
+        """The snapshot taken by the last ``changed``, unless this host changed the directory since."""
+        return self._baseline
+
+    def _touched(self) -> None:
+        with self._guard:
+            self._generation += 1
+            self._baseline = None
 
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -151,6 +168,12 @@ class DataDir:
 
         With ``parents`` the name may be a relative path whose directories are created.
         """
+        try:
+            return self._write(name, source, max_bytes=max_bytes, parents=parents)
+        finally:
+            self._touched()
+
+    def _write(self, name: str, source: bytes | BinaryIO, *, max_bytes: int | None, parents: bool) -> FileInfo:
         dirs = _split(name)[:-1] if parents else []
         base = safe_name(name)
         stem, dot, ext = base.rpartition(".")
@@ -258,6 +281,12 @@ class DataDir:
 
     def delete(self, relpath: str) -> None:
         """Remove one file; a symlink is removed itself, never its target."""
+        try:
+            self._delete(relpath)
+        finally:
+            self._touched()
+
+    def _delete(self, relpath: str) -> None:
         parts = _split(relpath)
         with self._parent(parts) as parent:
             try:
@@ -280,15 +309,36 @@ class DataDir:
             root = os.open(self.path, _DIR_FLAGS)
         except FileNotFoundError:
             return found
-        self._walk(root, "", 0, found)
+        self._walk(root, "", 0, found, None)
         return found
 
-    def _walk(self, fd: int, prefix: str, depth: int, found: Snapshot) -> None:
+    def unchanged_since(self, before: Snapshot, *, budget: int) -> bool:
+        """True when the tree has at most ``budget`` entries (of any kind: cheap enough to walk on an
+        event loop) and its files are exactly ``before``; then that is the baseline again."""
+        generation = self._generation
+        found: Snapshot = {}
+        try:
+            root = os.open(self.path, _DIR_FLAGS)
+        except FileNotFoundError:
+            return not before
+        if not self._walk(root, "", 0, found, [budget]) or found != before:
+            return False
+        with self._guard:
+            if self._generation == generation:
+                self._baseline = found
+        return True
+
+    def _walk(self, fd: int, prefix: str, depth: int, found: Snapshot, budget: builtins.list[int] | None) -> bool:
+        """Add the regular files under ``fd`` to ``found``; False if it ran out of ``budget`` entries."""
         try:
             with os.scandir(fd) as entries:
                 for entry in entries:
                     if len(found) >= self.max_entries:
-                        return
+                        return True
+                    if budget is not None:
+                        budget[0] -= 1
+                        if budget[0] < 0:
+                            return False
                     try:
                         st = entry.stat(follow_symlinks=False)
                     except OSError:
@@ -301,9 +351,11 @@ class DataDir:
                             child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
                         except OSError:
                             continue
-                        self._walk(child, rel + "/", depth + 1, found)
+                        if not self._walk(child, rel + "/", depth + 1, found, budget):
+                            return False
         finally:
             os.close(fd)
+        return True
 
     def list(self) -> list[FileInfo]:
         snap = self.snapshot()
@@ -311,8 +363,13 @@ class DataDir:
 
     def changed(self, before: Snapshot, *, limit: int,
                 max_digest_bytes: int) -> tuple[builtins.list[FileInfo], bool]:
-        """Files new or changed since ``before``, newest first, at most ``limit``."""
+        """Files new or changed since ``before``, newest first, at most ``limit``; what it saw becomes
+        the ``baseline``."""
+        generation = self._generation
         after = self.snapshot()
+        with self._guard:
+            if self._generation == generation:
+                self._baseline = after
         changed = [(p, s) for p, s in after.items() if before.get(p) != s]
         changed.sort(key=lambda item: (-item[1].mtime_ns, item[0]))
         infos: builtins.list[FileInfo] = []

@@ -26,7 +26,8 @@ class Services:
     sse_keepalive: float = 15.0  # seconds of silence before a streamed call gets a comment line
 
 
-def owner_of(request: Request) -> str:
+async def owner_of(request: Request) -> str:
+    # async: a plain def dependency would hop to the threadpool on every request for microseconds of work.
     services: Services = request.app.state.services
     owner = services.keys.owner(request)
     request.state.owner = owner

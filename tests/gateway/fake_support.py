@@ -12,6 +12,7 @@ import pytest
 import sandbox
 from gateway.blobs import BlobStore
 from gateway.calls import CallService
+from gateway.capacity import Capacity, HostMeter
 from gateway.containers import ContainerService, SandboxDefaults
 from gateway.files import FileService
 from gateway.store import ContainerRecord, Store
@@ -43,7 +44,9 @@ class Harness:
         self.files = FileService(self.store, self.blobs, 1 << 20)
         self.service = ContainerService(self.store, self.files, self.backend, SandboxDefaults(
             limits=sandbox.Limits(), labels={}, max_file_ids=20, thread_expiry_minutes=60,
-            max_sandboxes=max_sandboxes, capacity_wait=0.5, pool_size=0, pool_pause=0))
+            capacity_wait=0.5, pool_size=0, pool_pause=0),
+            # A count alone: no reserve and no cost per sandbox, so the host's memory never decides here.
+            Capacity(HostMeter(), reserve=0, per_sandbox=0, cpu_pressure_limit=0, max_sandboxes=max_sandboxes))
         self.calls = CallService(self.store, self.files, self.service, default_timeout=30, max_timeout=60)
 
     async def thread_call(self, thread_id: str) -> tuple[str, bool]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -137,3 +140,37 @@ def test_a_crash_mid_call_is_recovered_on_the_next_start(start_server: ServerFac
         assert call["status"] == "incomplete"
         assert call["error"]["code"] == "sandbox_error"
         assert "restart" in call["error"]["message"]
+
+
+def test_a_crash_mid_call_that_is_not_streamed_is_recovered_too(start_server: ServerFactory, tmp_path: Path) -> None:
+    # A call that is not streamed is written once when it ends, unless it runs longer than a moment:
+    # then it is recorded in progress, so a crash still leaves its row.
+    data_dir = tmp_path / "data"
+    first = start_server(data_dir=data_dir)
+    with httpx.Client(base_url=first.url, timeout=60) as http:
+        quick = http.post("/v1/threads/quiet/code_interpreter/calls", json={"input": "print(0)"}).json()
+        calls = f"/v1/containers/{quick['container_id']}/calls"
+        assert [c["status"] for c in http.get(calls).json()["data"]] == ["completed"]
+        caller = threading.Thread(target=lambda: _post_ignoring_the_crash(
+            first.url, "/v1/threads/quiet/code_interpreter/calls", {"input": "import time; time.sleep(60)"}))
+        caller.start()
+        deadline = time.monotonic() + 30
+        while len(listed := http.get(calls).json()["data"]) < 2:
+            assert time.monotonic() < deadline, "the running call was never recorded"
+            time.sleep(0.1)
+        assert listed[1]["status"] == "in_progress"
+        first.kill()
+        caller.join(30)
+
+    second = start_server(data_dir=data_dir)
+
+    with httpx.Client(base_url=second.url, timeout=60) as http:
+        recovered = http.get(calls).json()["data"]
+        assert [c["status"] for c in recovered] == ["completed", "incomplete"]
+        assert recovered[1]["id"] == listed[1]["id"]
+        assert "restart" in recovered[1]["error"]["message"]
+
+
+def _post_ignoring_the_crash(url: str, path: str, body: dict[str, str]) -> None:
+    with contextlib.suppress(httpx.TransportError):
+        httpx.post(url + path, json=body, timeout=90)

@@ -193,6 +193,58 @@ def test_changed_reports_new_and_modified_files_but_not_symlinks(data, outside):
     assert by_path["edit.txt"].sha256 == hashlib.sha256(b"version 2").hexdigest()
 
 
+def test_the_walk_that_ends_an_execution_is_the_next_ones_baseline(data):
+    assert data.baseline() is None  # nothing walked yet: the session walks
+    (data.path / "a.txt").write_bytes(b"a")
+    data.changed(data.snapshot(), limit=100, max_digest_bytes=1 << 20)
+    assert set(data.baseline() or {}) == {"a.txt"}
+    (data.path / "later.txt").write_bytes(b"written between two executions")
+    changed, _ = data.changed(data.baseline() or {}, limit=100, max_digest_bytes=1 << 20)
+    assert [f.path for f in changed] == ["later.txt"]
+
+
+def test_our_own_writes_and_deletes_drop_the_baseline(data):
+    data.changed({}, limit=100, max_digest_bytes=1 << 20)
+    assert data.baseline() == {}
+    data.write("upload.csv", b"from the user")
+    assert data.baseline() is None, "an uploaded file must not look like one the code made"
+    data.changed(data.snapshot(), limit=100, max_digest_bytes=1 << 20)
+    assert data.baseline() is not None
+    data.delete("upload.csv")
+    assert data.baseline() is None
+
+
+def test_a_walk_that_raced_with_our_write_does_not_become_the_baseline(data, monkeypatch):
+    real_snapshot = data.snapshot
+
+    def snapshot_then_upload():
+        seen = real_snapshot()
+        data.write("during.csv", b"placed while the walk ran")
+        return seen
+
+    monkeypatch.setattr(data, "snapshot", snapshot_then_upload)
+    data.changed({}, limit=100, max_digest_bytes=1 << 20)
+    assert data.baseline() is None
+
+
+def test_an_unchanged_small_tree_is_confirmed_without_a_full_walk(data):
+    (data.path / "a.txt").write_bytes(b"a")
+    before = data.snapshot()
+    assert data.unchanged_since(before, budget=8)
+    assert data.baseline() == before
+    (data.path / "a.txt").write_bytes(b"changed")
+    assert not data.unchanged_since(before, budget=8)
+
+
+def test_a_tree_over_the_budget_is_never_confirmed_on_the_loop(data):
+    for n in range(10):
+        (data.path / f"empty-{n}").mkdir()  # directories count against the budget too
+    before = data.snapshot()
+    assert before == {}
+    assert not data.unchanged_since(before, budget=8)
+    assert data.unchanged_since(before, budget=16)
+
+
 def test_snapshot_and_list_ignore_symlinks_and_fifos(data, outside):
     (data.path / "real.txt").write_bytes(b"real")
     os.symlink(outside, data.path / "link")

@@ -122,6 +122,24 @@ async def test_file_made_by_code_is_reported_and_readable(make_session):
     assert await session.read_file("out.bin") == payload
 
 
+async def test_files_placed_between_executions_are_not_reported_but_files_the_code_made_are(make_session):
+    session = await make_session()
+    await session.execute("import threading, time")
+    await session.write_file("upload.csv", b"from the user")
+    made = await session.execute("threading.Timer(0.3, lambda: open('/mnt/data/late.txt', 'w').write('late'))"
+                                 ".start()")
+    assert made.files == ()
+    deadline = time.monotonic() + 10
+    while "late.txt" not in [f.path for f in await session.list_files()]:  # lands between two executions
+        assert time.monotonic() < deadline, "the timer never wrote late.txt"
+        await asyncio.sleep(0.05)
+
+    following = await session.execute("pass")
+
+    assert [f.path for f in following.files] == ["late.txt"], "the code's file is reported, the upload is not"
+    assert (await session.execute("pass")).files == ()
+
+
 async def test_write_file_name_clash_gets_numbered_suffix(make_session):
     session = await make_session()
     first = await session.write_file("a.csv", b"first")
