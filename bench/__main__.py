@@ -9,6 +9,8 @@ runc,runsc), side by side, the others under the first runtime only:
                  and raw jupyter_client's beside the kernel, interleaved in blocks, with the ratios
   throughput  3. calls per second over 8 threads at once over HTTP (httpx, lean clients), then the
                  same load on 8 library sessions and on raw jupyter_client, round by round
+  flood       3. 200,000 flushed prints through the gateway against raw jupyter_client draining the
+                 same cell beside the kernel, and another thread's `print(1)` meanwhile
   memory*     4. idle memory per sandbox
   files       5. 100 MB upload to readable at /mnt/data; 100 MB written in /mnt/data to downloaded
   llm-sandbox 6. first call and round trip of the llm-sandbox library on the same engine and base image
@@ -41,16 +43,16 @@ from types import FrameType
 
 import docker
 
-from . import floor, gateway_bench, llm_sandbox_bench, report
+from . import flood, floor, gateway_bench, llm_sandbox_bench, report
 from .gateway_bench import Params
 from .harness import Server, log, runtime_problem, stop_all_servers, sweep
 from .stats import HEADER, Row
 
-SECTIONS = ["warm", "cold", "roundtrip", "throughput", "memory", "files", "llm-sandbox", "imports"]
-NUMBER = {"warm": "1", "cold": "1", "roundtrip": "2", "throughput": "3", "memory": "4", "files": "5",
+SECTIONS = ["warm", "cold", "roundtrip", "throughput", "flood", "memory", "files", "llm-sandbox", "imports"]
+NUMBER = {"warm": "1", "cold": "1", "roundtrip": "2", "throughput": "3", "flood": "3", "memory": "4", "files": "5",
           "llm-sandbox": "6", "imports": "7"}
 PER_RUNTIME = {"warm", "cold", "roundtrip", "memory", "imports"}
-_COLD_SERVER = {"cold", "roundtrip", "throughput", "memory", "files", "imports"}
+_COLD_SERVER = {"cold", "roundtrip", "throughput", "flood", "memory", "files", "imports"}
 
 
 def machine(started: datetime.datetime) -> list[str]:
@@ -120,7 +122,9 @@ async def run(selected: list[str], p: Params, runtimes: list[str]) -> list[Row]:
         if _COLD_SERVER & set(wanted):
             async with Server(pool_size=0, env=env) as server:
                 for name, fn in (("cold", gateway_bench.first_call_cold), ("roundtrip", floor.round_trip),
-                                 ("throughput", floor.throughput), ("memory", gateway_bench.memory),
+                                 ("throughput", floor.throughput),
+                                 ("flood", lambda p, server: flood.flood(server, p.flood_lines, p.flood_rounds)),
+                                 ("memory", gateway_bench.memory),
                                  ("files", gateway_bench.files), ("imports", gateway_bench.imports)):
                     if name in wanted:
                         await section(name, lambda fn=fn, server=server: fn(p, server), runtime)  # type: ignore[misc]

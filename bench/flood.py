@@ -80,6 +80,46 @@ async def neighbour(http: httpx.AsyncClient, done: asyncio.Event, samples: list[
             await asyncio.wait_for(done.wait(), 0.2)
 
 
+async def flood(server: Server, lines: int, rounds: int) -> list[Row]:
+    """Issue 14's item 3 on a running gateway: the flood through it, the raw floor, the neighbour's waits."""
+    code = FLOOD.format(n=lines)
+    gateway: list[float] = []
+    raw: list[float] = []
+    stalls: list[float] = []
+    notes: list[str] = []
+    async with httpx.AsyncClient(base_url=server.url, timeout=900) as http:
+        for thread in ("bench-flood", "bench-neighbour"):
+            (await http.post(f"/v1/threads/{thread}/code_interpreter/calls", json={"input": "pass"})
+             ).raise_for_status()
+        box = (await http.get("/v1/threads/bench-flood/code_interpreter")).json()["container"]["id"]
+        for n in range(rounds):
+            done, waits = asyncio.Event(), []
+            beside = asyncio.create_task(neighbour(http, done, waits))
+            began = time.perf_counter()
+            response = await http.post("/v1/threads/bench-flood/code_interpreter/calls",
+                                       json={"input": code, "timeout": 600})
+            gateway.append(time.perf_counter() - began)
+            done.set()
+            await beside
+            stalls.extend(waits)
+            body = response.json()
+            logs = "".join(o["logs"] for o in body["code_interpreter"]["outputs"] if o["type"] == "logs")
+            truncated = "[output truncated" in logs
+            notes.append(f"{body['status']}, {contiguous_prefix(logs)} lines in order from 0"
+                         f"{' then the truncation notice' if truncated else ''}")
+            log(f"flood round {n + 1}: {notes[-1]}")
+            seconds, drained = await asyncio.to_thread(raw_drain, box, code)
+            raw.append(seconds)
+            log(f"flood round {n + 1}: gateway {gateway[-1]:.1f} s, raw {seconds:.1f} s ({drained} lines)")
+    ratios = ", ".join(f"{g / r:.2f}" for g, r in zip(gateway, raw, strict=True))
+    return [Row("3", f"{lines:,} flushed prints, through the gateway (HTTP) until the call is done",
+                gateway, unit="s", scale=1, note=f"gateway / raw per round: {ratios} (target ≤ 2); "
+                                                 + "; ".join(sorted(set(notes)))),
+            Row("3", "floor: raw jupyter_client draining the same cell beside the kernel", raw, unit="s", scale=1),
+            Row("3", "another thread's `print(1)` while the flood runs (one every 0.2 s)", stalls,
+                note="target: no stall over 100 ms")]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=200_000)
@@ -87,49 +127,15 @@ async def main() -> None:
     parser.add_argument("--runtime", default="")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    code = FLOOD.format(n=args.lines)
     env = {"CODEINTERP_RUNTIME": args.runtime} if args.runtime else {}
-    gateway, raw, stalls = [], [], []
-    notes: list[str] = []
     try:
-        async with Server(pool_size=0, env=env) as server, httpx.AsyncClient(base_url=server.url,
-                                                                              timeout=900) as http:
-            for thread in ("bench-flood", "bench-neighbour"):
-                (await http.post(f"/v1/threads/{thread}/code_interpreter/calls", json={"input": "pass"})
-                 ).raise_for_status()
-            box = (await http.get("/v1/threads/bench-flood/code_interpreter")).json()["container"]["id"]
-            for n in range(args.rounds):
-                done, waits = asyncio.Event(), []
-                beside = asyncio.create_task(neighbour(http, done, waits))
-                began = time.perf_counter()
-                response = await http.post("/v1/threads/bench-flood/code_interpreter/calls",
-                                           json={"input": code, "timeout": 600})
-                gateway.append(time.perf_counter() - began)
-                done.set()
-                await beside
-                stalls.extend(waits)
-                body = response.json()
-                logs = "".join(o["logs"] for o in body["code_interpreter"]["outputs"] if o["type"] == "logs")
-                prefix = contiguous_prefix(logs)
-                truncated = "[output truncated" in logs
-                notes.append(f"round {n + 1}: {body['status']}, {prefix} contiguous lines from 0"
-                             f"{', then the truncation notice' if truncated else ''}")
-                log(notes[-1])
-                seconds, lines = await asyncio.to_thread(raw_drain, box, code)
-                raw.append(seconds)
-                log(f"round {n + 1}: gateway {gateway[-1]:.1f} s, raw {seconds:.1f} s ({lines} lines)")
+        async with Server(pool_size=0, env=env) as server:
+            rows = await flood(server, args.lines, args.rounds)
     finally:
         await sweep()
-    runtime = args.runtime or "runc"
-    rows = [Row("3", f"{args.lines:,} flushed prints, through the gateway (HTTP) until the call is done",
-                gateway, unit="s", scale=1, runtime=runtime),
-            Row("3", "floor: raw jupyter_client draining the same cell beside the kernel", raw, unit="s", scale=1,
-                runtime=runtime),
-            Row("3", "another thread's `print(1)` meanwhile (every 0.2 s)", stalls, runtime=runtime)]
-    ratio = sorted(g / r for g, r in zip(gateway, raw, strict=True))
-    text = "\n".join([HEADER, *(r.markdown() for r in rows), "",
-                      f"gateway / raw, per round: {', '.join(f'{x:.2f}' for x in ratio)} (target ≤ 2)",
-                      *(f"- {note}" for note in notes)])
+    for r in rows:
+        r.runtime = args.runtime or "runc"
+    text = "\n".join([HEADER, *(r.markdown() for r in rows)])
     print(text)
     if args.output:
         args.output.write_text(text + "\n")

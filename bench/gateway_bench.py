@@ -37,11 +37,14 @@ class Params:
     llm_first_calls: int = 5
     llm_round_trips: int = 50
     imports: int = 5
+    flood_lines: int = 200_000
+    flood_rounds: int = 3
 
     @classmethod
     def quick(cls) -> Params:
         return cls(first_calls=3, round_trips=30, warmup=5, calls_per_client=5, rounds=2, idle_sandboxes=2,
-                   file_samples=1, llm_first_calls=2, llm_round_trips=10, imports=2)
+                   file_samples=1, llm_first_calls=2, llm_round_trips=10, imports=2,
+                   flood_lines=20_000, flood_rounds=1)
 
 
 def new_thread(kind: str) -> str:

@@ -201,8 +201,8 @@ def render(r: Results) -> str:
         "```sh",
         ".venv/bin/python -m bench --results           # everything, runc and runsc; writes this file",
         ".venv/bin/python -m bench --quick             # smoke run: small sample counts",
-        ".venv/bin/python -m bench --only warm,cold    # sections: warm cold roundtrip throughput memory files "
-        "llm-sandbox imports",
+        ".venv/bin/python -m bench --only warm,cold    # sections: warm cold roundtrip throughput flood memory "
+        "files llm-sandbox imports",
         ".venv/bin/python -m bench --runtimes runc     # one runtime only",
         ".venv/bin/python -m bench.report              # rewrite this file from bench/results.json",
         "```",
@@ -248,6 +248,11 @@ def render(r: Results) -> str:
         "3. **Calls per second**: 8 threads are created first (one `print(1)` each); then each round, 8 concurrent",
         "   HTTP clients make 25 `pass` calls each on their own thread; calls/s = 200 / round wall time. One warm-up",
         "   round, then 5 counted. The second row is the latency of every single call in the counted rounds.",
+        "   **Flood** (issue 14, item 3): one call runs `for i in range(200_000): print(i, flush=True)` on a warm",
+        "   thread, timed over HTTP to the finished call; its logs are checked to hold every line in order up to",
+        "   the 1 MiB cap, then the truncation notice (the note says what each round held). The floor is a raw",
+        "   `jupyter_client` run inside the same sandbox draining the same cell (every iopub message until idle).",
+        "   Meanwhile another thread calls `print(1)` every 0.2 s: the third row is how long each of those took.",
         "4. **Idle memory**: 4 new threads each run `print(1)`; 3 s later `container.stats(stream=False)` of each of",
         "   their containers. \"docker stats\" is `usage - total_inactive_file` (what `docker stats` shows); the other",
         f"   row is the raw cgroup usage. {_memory_agreement(r)} Under runsc the cgroup holds gVisor's own kernel",
