@@ -145,7 +145,8 @@ def main() -> int:
             with open(args.output, "w") as f:
                 f.write(table + "\n")
         if args.results and status == 0:  # not after an interrupt: a partial run would replace a whole one
-            report.save(report.Results(machine=lines, rows=rows))
+            kept = report.load().scale if report.RESULTS_JSON.exists() else None  # bench.scale's, its own run
+            report.save(report.Results(machine=lines, rows=rows, scale=kept))
             log(f"wrote {report.RESULTS_JSON} and {report.RESULTS_MD}")
     if any(r.note.startswith("FAILED") for r in rows):
         status = status or 1
