@@ -27,7 +27,6 @@ going on beside this one keeps its own). The table goes to stdout (and --output)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import sys
 import traceback
@@ -35,7 +34,7 @@ from collections.abc import Awaitable, Callable
 
 from . import floor, gateway_bench, llm_sandbox_bench, report
 from .gateway_bench import Params
-from .harness import Server, log, machine, runtime_problem, stop_all_servers, sweep, terminate_on_sigterm
+from .harness import Server, log, machine, run_cleanly, runtime_problem
 from .stats import HEADER, Row
 
 SECTIONS = ["warm", "cold", "roundtrip", "throughput", "memory", "files", "llm-sandbox", "imports"]
@@ -120,23 +119,9 @@ def main() -> int:
     args = parser.parse_args()
     selected = [s for s in (args.only or SECTIONS) if s not in args.skip]
     p = Params.quick() if args.quick else Params()
-    terminate_on_sigterm()
-    rows: list[Row] = []
-    status = 0
     started = datetime.datetime.now().astimezone()
-    try:
-        left = asyncio.run(sweep())
-        if left:
-            log(f"removed {left} container(s) left by an earlier run that is gone")
-        rows = asyncio.run(run(selected, p, args.runtimes))
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        status = 130
-    finally:
-        stop_all_servers()
-        left = asyncio.run(sweep(mine_only=True))
-        if left:
-            log(f"swept {left} container(s) of this run")
+    measured, status = run_cleanly(lambda: run(selected, p, args.runtimes))
+    rows = measured or []
     if rows:
         lines = machine(started, "bench")
         table = "\n".join([*lines, "", HEADER, *(r.markdown() for r in rows)])

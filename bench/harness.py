@@ -16,10 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import httpx
@@ -27,12 +27,13 @@ import httpx
 import sandbox
 
 __all__ = ["BENCH_LABEL", "BENCH_LABELS", "LeanHTTP", "Server", "call", "lean_call", "log", "machine",
-           "runtime_problem", "stop_all_servers", "sweep", "terminate_on_sigterm"]
+           "run_cleanly", "runtime_problem", "stop_all_servers", "sweep"]
 
 # Its value is the pid of the harness process that made the container, so that runs going on at once
 # (other checkouts' too, which sweep "codeinterp.bench=1") leave each other's containers alone.
 BENCH_LABEL = "codeinterp.bench"
 BENCH_LABELS = {BENCH_LABEL: str(os.getpid())}
+T = TypeVar("T")
 _LIVE: list[Server] = []  # servers not yet stopped, for the last-resort cleanup in __main__
 
 
@@ -77,9 +78,24 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def terminate_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so that the ``finally`` blocks stop servers and sweep containers."""
-    signal.signal(signal.SIGTERM, _terminate)
+def run_cleanly(work: Callable[[], Coroutine[Any, Any, T]]) -> tuple[T | None, int]:
+    """``work()`` in an event loop, and its result with an exit status: 0, or 130 after Ctrl-C or SIGTERM
+    (then no result). Before it, what runs that are gone left is swept; after it, even on an error, every
+    server still up is stopped and this run's containers are swept."""
+    signal.signal(signal.SIGTERM, _terminate)  # unwinds like Ctrl-C, through the finally below
+    try:
+        left = asyncio.run(sweep())
+        if left:
+            log(f"removed {left} container(s) left by an earlier run that is gone")
+        return asyncio.run(work()), 0
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return None, 130
+    finally:
+        stop_all_servers()
+        left = asyncio.run(sweep(mine_only=True))
+        if left:
+            log(f"swept {left} container(s) of this run")
 
 
 def _free_port() -> int:
