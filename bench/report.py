@@ -276,6 +276,7 @@ def render_scale(s: Scale | None) -> list[str]:
         return ["Not measured in this results.json: `.venv/bin/python -m bench.scale --results` measures 1, 2 and 3",
                 "gateways on one PostgreSQL and writes this section, keeping the rows above."]
     rounds = max((len(run.rounds) for run in s.runs), default=0)
+    plural = "round" if rounds == 1 else "rounds"
     table = ["| gateways | requests go to | calls/s | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) "
              "| gateway CPU per call (ms) | forwarded |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -292,10 +293,10 @@ def render_scale(s: Scale | None) -> list[str]:
         "on their own thread, all at once. The threads' sandboxes are spread over the gateways (thread i on gateway",
         "i mod n). **Pinned**: each request goes to the gateway holding its thread's sandbox. **Any gateway**:",
         "each goes to a gateway picked at random, which forwards it to the holder when that is another (README,",
-        f"\"Several gateways on one database\"). Each figure is the median over {rounds} rounds, with the lowest and",
-        "highest round in brackets; a round's latencies are all its calls, end to end at the client. Every call",
-        "is checked: completed, on its thread's one kernel (execution counts in sequence, no restore). Each",
-        "gateway count has a fresh database and file store of its own.",
+        f"\"Several gateways on one database\"). Each figure is the median over {rounds} {plural}, with the",
+        "lowest and highest round in brackets; a round's latencies are all its calls, end to end at the client.",
+        "Every call is checked: completed, on its thread's one kernel (execution counts in sequence, no",
+        "restore). Each gateway count has a fresh database and file store of its own.",
         "",
         "**Read with care.** The gateways, PostgreSQL, every sandbox and the load generator share this machine's",
         f"{s.cpus} cores, so a second or third gateway brings no CPU here: calls per second cannot grow with the",
