@@ -29,23 +29,14 @@ going on beside this one keeps its own). The table goes to stdout (and --output)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
-import os
-import platform
-import shlex
-import signal
-import subprocess
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from types import FrameType
-
-import docker
 
 from . import flood, floor, gateway_bench, llm_sandbox_bench, report
 from .gateway_bench import Params
-from .harness import Server, log, runtime_problem, stop_all_servers, sweep
+from .harness import Server, log, machine, run_cleanly, runtime_problem
 from .stats import HEADER, Row
 
 SECTIONS = ["warm", "cold", "roundtrip", "throughput", "flood", "memory", "files", "llm-sandbox", "imports"]
@@ -53,40 +44,6 @@ NUMBER = {"warm": "1", "cold": "1", "roundtrip": "2", "throughput": "3", "flood"
           "llm-sandbox": "6", "imports": "7"}
 PER_RUNTIME = {"warm", "cold", "roundtrip", "memory", "imports"}
 _COLD_SERVER = {"cold", "roundtrip", "throughput", "flood", "memory", "files", "imports"}
-
-
-def machine(started: datetime.datetime) -> list[str]:
-    def sh(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=10).stdout.strip()
-        except OSError:
-            return "?"
-
-    try:
-        with open("/proc/meminfo") as f:
-            kb = int(f.readline().split()[1])
-        memory = f"{kb / (1 << 20):.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        memory = "?"
-    try:
-        client = docker.from_env()
-        info = client.version()
-        client.close()
-        engine = f"Docker {info.get('Version')} (API {info.get('ApiVersion')})"
-    except docker.errors.DockerException as exc:
-        engine = f"Docker unreachable: {exc}"
-    import sandbox
-
-    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    return [
-        f"- date: {started:%Y-%m-%d %H:%M:%S %Z} (start), {datetime.datetime.now().astimezone():%H:%M:%S} (end); "
-        f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"- machine: {os.cpu_count()} CPUs (nproc {sh('nproc')}), {memory} memory, {platform.platform()}",
-        f"- engine: {engine}; kernel image {sandbox.default_image()}",
-        f"- python {platform.python_version()}; checkout {sh('git', 'rev-parse', '--short', 'HEAD')}"
-        f"{' (with uncommitted changes)' if sh('git', 'status', '--porcelain', '--untracked-files=no') else ''}",
-        f"- command: `{shlex.join([python, '-m', 'bench', *sys.argv[1:]])}`",
-    ]
 
 
 async def run(selected: list[str], p: Params, runtimes: list[str]) -> list[Row]:
@@ -151,10 +108,6 @@ def _runtimes(text: str) -> list[str]:
     return names
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,32 +123,19 @@ def main() -> int:
     args = parser.parse_args()
     selected = [s for s in (args.only or SECTIONS) if s not in args.skip]
     p = Params.quick() if args.quick else Params()
-    signal.signal(signal.SIGTERM, _terminate)
-    rows: list[Row] = []
-    status = 0
     started = datetime.datetime.now().astimezone()
-    try:
-        left = asyncio.run(sweep())
-        if left:
-            log(f"removed {left} container(s) left by an earlier run that is gone")
-        rows = asyncio.run(run(selected, p, args.runtimes))
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        status = 130
-    finally:
-        stop_all_servers()
-        left = asyncio.run(sweep(mine_only=True))
-        if left:
-            log(f"swept {left} container(s) of this run")
+    measured, status = run_cleanly(lambda: run(selected, p, args.runtimes))
+    rows = measured or []
     if rows:
-        lines = machine(started)
+        lines = machine(started, "bench")
         table = "\n".join([*lines, "", HEADER, *(r.markdown() for r in rows)])
         print(table)
         if args.output:
             with open(args.output, "w") as f:
                 f.write(table + "\n")
         if args.results and status == 0:  # not after an interrupt: a partial run would replace a whole one
-            report.save(report.Results(machine=lines, rows=rows))
+            kept = report.load().scale if report.RESULTS_JSON.exists() else None  # bench.scale's, its own run
+            report.save(report.Results(machine=lines, rows=rows, scale=kept))
             log(f"wrote {report.RESULTS_JSON} and {report.RESULTS_MD}")
     if any(r.note.startswith("FAILED") for r in rows):
         status = status or 1

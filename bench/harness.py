@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
+import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -13,27 +16,86 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
 import docker
 import httpx
 
 import sandbox
 
-__all__ = ["BENCH_LABEL", "BENCH_LABELS", "LeanHTTP", "Server", "call", "lean_call", "log", "runtime_problem",
-           "stop_all_servers", "sweep"]
+__all__ = ["BENCH_LABEL", "BENCH_LABELS", "LeanHTTP", "Server", "call", "lean_call", "log", "machine",
+           "run_cleanly", "runtime_problem", "stop_all_servers", "sweep"]
 
 # Its value is the pid of the harness process that made the container, so that runs going on at once
 # (other checkouts' too, which sweep "codeinterp.bench=1") leave each other's containers alone.
 BENCH_LABEL = "codeinterp.bench"
 BENCH_LABELS = {BENCH_LABEL: str(os.getpid())}
+T = TypeVar("T")
 _LIVE: list[Server] = []  # servers not yet stopped, for the last-resort cleanup in __main__
 
 
 def log(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def machine(started: datetime.datetime, module: str) -> list[str]:
+    """The lines that say where and when a run was made; ``module`` is what ran (`python -m <module>`)."""
+    def sh(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=10).stdout.strip()
+        except OSError:
+            return "?"
+
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        memory = f"{kb / (1 << 20):.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        memory = "?"
+    try:
+        client = docker.from_env()
+        info = client.version()
+        client.close()
+        engine = f"Docker {info.get('Version')} (API {info.get('ApiVersion')})"
+    except docker.errors.DockerException as exc:
+        engine = f"Docker unreachable: {exc}"
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
+    return [
+        f"- date: {started:%Y-%m-%d %H:%M:%S %Z} (start), {datetime.datetime.now().astimezone():%H:%M:%S} (end); "
+        f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"- machine: {os.cpu_count()} CPUs (nproc {sh('nproc')}), {memory} memory, {platform.platform()}",
+        f"- engine: {engine}; kernel image {sandbox.default_image()}",
+        f"- python {platform.python_version()}; checkout {sh('git', 'rev-parse', '--short', 'HEAD')}"
+        f"{' (with uncommitted changes)' if sh('git', 'status', '--porcelain', '--untracked-files=no') else ''}",
+        f"- command: `{shlex.join([python, '-m', module, *sys.argv[1:]])}`",
+    ]
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_cleanly(work: Callable[[], Coroutine[Any, Any, T]]) -> tuple[T | None, int]:
+    """``work()`` in an event loop, and its result with an exit status: 0, or 130 after Ctrl-C or SIGTERM
+    (then no result). Before it, what runs that are gone left is swept; after it, even on an error, every
+    server still up is stopped and this run's containers are swept."""
+    signal.signal(signal.SIGTERM, _terminate)  # unwinds like Ctrl-C, through the finally below
+    try:
+        left = asyncio.run(sweep())
+        if left:
+            log(f"removed {left} container(s) left by an earlier run that is gone")
+        return asyncio.run(work()), 0
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return None, 130
+    finally:
+        stop_all_servers()
+        left = asyncio.run(sweep(mine_only=True))
+        if left:
+            log(f"swept {left} container(s) of this run")
 
 
 def _free_port() -> int:

@@ -2,6 +2,7 @@
 disagree with its table: every figure in the prose is read from the rows.
 
     .venv/bin/python -m bench --results        # measure, then write both files
+    .venv/bin/python -m bench.scale --results  # measure 1, 2, 3 gateways; replace only the scale section
     .venv/bin/python -m bench.report           # rewrite RESULTS.md from results.json (no measuring)
     .venv/bin/python -m bench.report --check   # exit 1 when RESULTS.md is not what results.json gives
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -17,7 +19,8 @@ from pathlib import Path
 
 from .stats import HEADER, Row, fmt
 
-__all__ = ["RESULTS_JSON", "RESULTS_MD", "Results", "load", "render", "save"]
+__all__ = ["RESULTS_JSON", "RESULTS_MD", "Results", "Scale", "ScaleRound", "ScaleRun", "load", "render",
+           "render_scale", "save"]
 
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results.json"
@@ -45,9 +48,44 @@ COMPARED = [("first call, warm pool, HTTP", "1", WARM, "warm"), ("first call, co
 
 
 @dataclass
+class ScaleRound:
+    """One counted round of one load on several gateways (bench.scale); seconds, except ``rate``."""
+
+    rate: float  # calls per second: the round's calls / its wall time
+    p50: float  # latency of one call, end to end at the client
+    p90: float
+    p99: float
+    max: float
+    cpu: float  # CPU time (user + system) of all the gateway processes together, per call
+    forwarded: float  # share of the round's calls sent to a gateway that does not hold the thread
+
+
+@dataclass
+class ScaleRun:
+    gateways: int
+    mode: str  # "pinned": to the gateway holding the thread's sandbox; "any": to a gateway picked at random
+    rounds: list[ScaleRound]
+
+
+@dataclass
+class Scale:
+    """A bench.scale run: made apart from the main run, so it keeps its own machine lines."""
+
+    machine: list[str]
+    cpus: int
+    threads: int
+    calls: int  # per thread per round
+    runs: list[ScaleRun]
+
+
+MODES = {"pinned": "the thread's own gateway", "any": "any gateway (random; forwarded to the holder)"}
+
+
+@dataclass
 class Results:
     machine: list[str]
     rows: list[Row]
+    scale: Scale | None = None
 
     def runtimes(self) -> list[str]:
         seen: list[str] = []
@@ -75,12 +113,20 @@ class Results:
 
 def load(path: Path = RESULTS_JSON) -> Results:
     data = json.loads(path.read_text())
-    return Results(machine=list(data["machine"]), rows=[Row(**r) for r in data["rows"]])
+    scale = None
+    if "scale" in data:
+        s = data["scale"]
+        scale = Scale(machine=list(s["machine"]), cpus=s["cpus"], threads=s["threads"], calls=s["calls"],
+                      runs=[ScaleRun(run["gateways"], run["mode"], [ScaleRound(**x) for x in run["rounds"]])
+                            for run in s["runs"]])
+    return Results(machine=list(data["machine"]), rows=[Row(**r) for r in data["rows"]], scale=scale)
 
 
 def save(results: Results, json_path: Path = RESULTS_JSON, md_path: Path = RESULTS_MD) -> None:
-    json_path.write_text(json.dumps({"machine": results.machine, "rows": [asdict(r) for r in results.rows]},
-                                    indent=1) + "\n")
+    data: dict[str, object] = {"machine": results.machine, "rows": [asdict(r) for r in results.rows]}
+    if results.scale is not None:
+        data["scale"] = asdict(results.scale)
+    json_path.write_text(json.dumps(data, indent=1) + "\n")
     md_path.write_text(render(results))
 
 
@@ -188,6 +234,81 @@ def _target(r: Results) -> str:
     return f"{'met' if warm <= WARM_TARGET_MS else 'NOT met'} ({_ms(warm)} here)"
 
 
+def _spread(values: Sequence[float], scale: float = 1.0) -> str:
+    """The median over rounds, and the smallest and largest round in brackets."""
+    ordered = sorted(v * scale for v in values)
+    if len(ordered) == 1:
+        return fmt(ordered[0])
+    return f"{fmt(statistics.median(ordered))} [{fmt(ordered[0])}, {fmt(ordered[-1])}]"
+
+
+def _scale_median(run: ScaleRun, key: str) -> float:
+    return float(statistics.median(getattr(x, key) for x in run.rounds))
+
+
+def _scale_reading(s: Scale) -> list[str]:
+    """One line per gateway count: any gateway against pinned, and against one gateway."""
+    runs = {(run.gateways, run.mode): run for run in s.runs}
+    lines = []
+    for (n, mode), run in runs.items():
+        pinned = runs.get((n, "pinned"))
+        if mode != "any" or pinned is None:
+            continue
+        rate, base = _scale_median(run, "rate"), _scale_median(pinned, "rate")
+        lines.append(
+            f"- {n} gateways: with requests sent to any gateway ({fmt(_scale_median(run, 'forwarded') * 100)} % "
+            f"forwarded) {fmt(rate)} calls/s against {fmt(base)} pinned ({_times(base, rate)}); p99 "
+            f"{_ms(_scale_median(run, 'p99') * 1000)} against {_ms(_scale_median(pinned, 'p99') * 1000)}; the gateways "
+            f"spend {_ms(_scale_median(run, 'cpu') * 1000)} of CPU per call against "
+            f"{_ms(_scale_median(pinned, 'cpu') * 1000)} pinned.")
+    one = runs.get((1, "pinned"))
+    for (n, mode), run in runs.items():
+        if one is not None and n > 1 and mode == "pinned":
+            base, rate = _scale_median(one, "rate"), _scale_median(run, "rate")
+            lines.append(f"- {n} gateways, pinned: {fmt(rate)} calls/s, {_times(base, rate)} of one gateway's "
+                         f"{fmt(base)}.")
+    return lines
+
+
+def render_scale(s: Scale | None) -> list[str]:
+    """The scale section: the table of bench.scale's run, with what it can and cannot show."""
+    if s is None:
+        return ["Not measured in this results.json: `.venv/bin/python -m bench.scale --results` measures 1, 2 and 3",
+                "gateways on one PostgreSQL and writes this section, keeping the rows above."]
+    rounds = max((len(run.rounds) for run in s.runs), default=0)
+    plural = "round" if rounds == 1 else "rounds"
+    table = ["| gateways | requests go to | calls/s | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) "
+             "| gateway CPU per call (ms) | forwarded |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in s.runs:
+        x = run.rounds
+        table.append(
+            f"| {run.gateways} | {MODES.get(run.mode, run.mode)} | {_spread([r.rate for r in x])} | "
+            + " | ".join(_spread([getattr(r, key) for r in x], 1000) for key in ("p50", "p90", "p99", "max", "cpu"))
+            + f" | {fmt(_scale_median(run, 'forwarded') * 100)} % |")
+    return [
+        *s.machine,
+        "",
+        f"{s.threads} threads, each with a keep-alive httpx client of its own, make {s.calls} `pass` calls per round",
+        "on their own thread, all at once. The threads' sandboxes are spread over the gateways (thread i on gateway",
+        "i mod n). **Pinned**: each request goes to the gateway holding its thread's sandbox. **Any gateway**:",
+        "each goes to a gateway picked at random, which forwards it to the holder when that is another (README,",
+        "\"Several gateways on one database\"). Every call is checked: completed, on its thread's one kernel",
+        "(execution counts in sequence, no restore). Each gateway count has a fresh database and file store.",
+        f"Each figure is the median over {rounds} {plural}, with the lowest and highest round in brackets; a",
+        "round's latencies are all its calls, end to end at the client.",
+        "",
+        "**Read with care.** The gateways, PostgreSQL, every sandbox and the load generator share this machine's",
+        f"{s.cpus} cores, so a second or third gateway brings no CPU here: calls per second cannot grow with the",
+        "count. What the table shows is that any gateway serves any thread, and what a forwarded hop costs; on",
+        "separate machines each gateway would bring its own cores.",
+        "",
+        *table,
+        "",
+        *_scale_reading(s),
+    ]
+
+
 def render(r: Results) -> str:
     table = [HEADER, *(row.markdown() for row in r.rows)]
     return "\n".join([
@@ -205,6 +326,7 @@ def render(r: Results) -> str:
         "files llm-sandbox imports",
         ".venv/bin/python -m bench --runtimes runc     # one runtime only",
         ".venv/bin/python -m bench.report              # rewrite this file from bench/results.json",
+        ".venv/bin/python -m bench.scale --results     # 1, 2, 3 gateways on one PostgreSQL: the Scale section",
         "```",
         "",
         "The harness starts its own `codeinterp serve` subprocesses (free 127.0.0.1 ports, temporary data dirs,",
@@ -233,6 +355,10 @@ def render(r: Results) -> str:
         "## Reading the figures",
         "",
         *_reading(r),
+        "",
+        "## Scale: several gateways on one PostgreSQL",
+        "",
+        *render_scale(r.scale),
         "",
         "## What each row measures",
         "",

@@ -1,4 +1,4 @@
-"""Summary figures for benchmark samples: median, p90, min, max; and the rows of the report table."""
+"""Summary figures for benchmark samples: median, percentiles, min, max; and the rows of the report table."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["HEADER", "Row", "fmt", "row", "summary"]
+__all__ = ["HEADER", "Row", "fmt", "percentile", "row", "summary"]
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The sample at rank ``q`` (0 to 1) of the sorted samples, the nearest one: never interpolated."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(samples: Sequence[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return {"n": len(ordered), "median": statistics.median(ordered), "p90": p90,
+    return {"n": len(ordered), "median": statistics.median(ordered), "p90": percentile(ordered, 0.9),
             "min": ordered[0], "max": ordered[-1]}
 
 

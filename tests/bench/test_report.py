@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench import report
 from bench.stats import Row
 
@@ -49,3 +51,37 @@ def test_a_runtime_that_failed_is_reported_as_failed_with_its_reason() -> None:
 def test_results_md_is_what_results_json_gives() -> None:
     assert report.RESULTS_MD.read_text() == report.render(report.load()), (
         "bench/RESULTS.md was edited by hand or results.json changed; run `python -m bench.report`")
+
+
+def scale() -> report.Scale:
+    def rounds(rate: float, p99: float, cpu: float, forwarded: float = 0.0) -> list[report.ScaleRound]:
+        return [report.ScaleRound(rate=rate + d, p50=0.03, p90=0.05, p99=p99 + d / 1000, max=0.2, cpu=cpu,
+                                  forwarded=forwarded) for d in (-10, 0, 10)]
+
+    return report.Scale(machine=["- machine: test"], cpus=2, threads=8, calls=25, runs=[
+        report.ScaleRun(1, "pinned", rounds(180, 0.08, 0.004)),
+        report.ScaleRun(2, "pinned", rounds(170, 0.09, 0.0045)),
+        report.ScaleRun(2, "any", rounds(120, 0.12, 0.007, forwarded=0.5))])
+
+
+def test_the_scale_table_shows_the_median_and_the_spread_of_the_rounds() -> None:
+    text = report.render(report.Results(machine=["- machine: test"], rows=[], scale=scale()))
+    assert ("| 2 | any gateway (random; forwarded to the holder) | 120.0 [110.0, 130.0] | 30.0 [30.0, 30.0] "
+            "| 50.0 [50.0, 50.0] | 120.0 [110.0, 130.0] | 200.0 [200.0, 200.0] | 7.0 [7.0, 7.0] | 50.0 % |") in text
+    assert "| 1 | the thread's own gateway | 180.0 [170.0, 190.0] | 30.0 [30.0, 30.0] |" in text
+    assert ("- 2 gateways: with requests sent to any gateway (50.0 % forwarded) 120.0 calls/s against 170.0 pinned "
+            "(0.71x); p99 120.0 ms against 90.0 ms; the gateways spend 7.0 ms of CPU per call against 4.5 ms "
+            "pinned.") in text
+    assert "- 2 gateways, pinned: 170.0 calls/s, 0.94x of one gateway's 180.0." in text
+    assert "share this machine's\n2 cores, so a second or third gateway brings no CPU here" in text
+
+
+def test_without_a_scale_run_the_section_says_how_to_make_one() -> None:
+    text = report.render(results(runsc=True))
+    assert "`.venv/bin/python -m bench.scale --results` measures 1, 2 and 3" in text
+
+
+def test_the_scale_run_survives_a_save_and_a_load(tmp_path: Path) -> None:
+    saved = report.Results(machine=["- machine: test"], rows=[Row("1", WARM, [0.03])], scale=scale())
+    report.save(saved, tmp_path / "results.json", tmp_path / "RESULTS.md")
+    assert report.load(tmp_path / "results.json") == saved
