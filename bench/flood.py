@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import docker
 import httpx
@@ -51,12 +52,13 @@ def raw_drain(container_id: str, code: str) -> tuple[float, int]:
     client = docker.from_env(timeout=900)
     try:
         found = client.containers.list(filters={"label": f"codeinterp.container={container_id}"})
-        exit_code, out = found[0].exec_run(["/opt/venv/bin/python", "-c", RAW, code], user="1000:1000", demux=True)
+        exit_code, (out, err) = found[0].exec_run(["/opt/venv/bin/python", "-c", RAW, code], user="1000:1000",
+                                                  demux=True)
     finally:
         client.close()
     if exit_code != 0:
-        raise RuntimeError(f"raw drain failed: {out[1]!r}")
-    seconds, lines = json.loads(out[0])
+        raise RuntimeError(f"raw drain failed: {err!r}")
+    seconds, lines = json.loads(cast(bytes, out))  # demux=True: (stdout, stderr)
     return float(seconds), int(lines)
 
 
@@ -93,7 +95,7 @@ async def flood(server: Server, lines: int, rounds: int) -> list[Row]:
              ).raise_for_status()
         box = (await http.get("/v1/threads/bench-flood/code_interpreter")).json()["container"]["id"]
         for n in range(rounds):
-            done, waits = asyncio.Event(), []
+            done, waits = asyncio.Event(), list[float]()
             beside = asyncio.create_task(neighbour(http, done, waits))
             began = time.perf_counter()
             response = await http.post("/v1/threads/bench-flood/code_interpreter/calls",
