@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
@@ -136,8 +137,11 @@ class Gateway:
         log.info("node started", extra={"node": self.settings.node, "url": self.nodes.url,
                                         "database": self.store.dialect, "file_store": str(self.blobs.root)})
         self.services.containers.pool.run()
-        self._reaper = asyncio.create_task(self._expire_idle(), name="expiry")
-        self._watcher = asyncio.create_task(self._watch_memory(), name="memory")
+        containers = self.services.containers
+        self._reaper = asyncio.create_task(
+            _every(self.settings.expiry_interval, containers.expire_idle, "expiry sweep"), name="expiry")
+        self._watcher = asyncio.create_task(
+            _every(self.settings.memory_check_interval, containers.relieve_memory, "memory check"), name="memory")
 
     async def recover(self) -> None:
         """After a stop or crash: no call of this node stays in progress, and no sandbox of ours is left running.
@@ -198,22 +202,6 @@ class Gateway:
         log.info("adopted a hibernated sandbox", extra={"container_id": record.id})
         return True
 
-    async def _expire_idle(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.expiry_interval)
-            try:
-                await self.services.containers.expire_idle()
-            except Exception:  # the sweep must outlive one bad round
-                log.exception("expiry sweep failed")
-
-    async def _watch_memory(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.memory_check_interval)
-            try:
-                await self.services.containers.relieve_memory()
-            except Exception:  # the watch must outlive one bad round
-                log.exception("memory check failed")
-
     async def shutdown(self) -> None:
         for task in (self._reaper, self._watcher):
             if task is not None:
@@ -224,3 +212,13 @@ class Gateway:
         await self.nodes.stop()
         await self.store.close()
         await self.backend.aclose()
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run ``job`` every ``seconds`` until cancelled; one failed round is logged, the next still runs."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except Exception:
+            log.exception(f"{what} failed")

@@ -40,6 +40,25 @@ STOP_TIMEOUT = 45.0  # uvicorn's own graceful shutdown allows 30 s
 TEST_DATABASE = os.environ.get("CODEINTERP_TEST_DATABASE", "sqlite")  # "postgres": servers use the test cluster
 
 
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60, interval: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned), or fail the test naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def thread_call(http: httpx.Client, thread: str, code: str) -> dict[str, Any]:
+    """One call on a thread; the response must be a 200 (its status is the caller's to check)."""
+    response = http.post(f"/v1/threads/{thread}/code_interpreter/calls", json={"input": code})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 class PostgresCluster:
     """A throwaway PostgreSQL cluster made by scripts/postgres.sh in ``root``: one database per data dir."""
 

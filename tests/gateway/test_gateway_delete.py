@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from gateway_support import ServerFactory, ServerProcess, labelled_containers, sse_events
+from gateway_support import wait_for as support_wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -28,13 +29,7 @@ DELETED_CODE = "container_deleted"
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+    return support_wait_for(predicate, what, timeout, interval=0.05)  # a delete races a call: look often
 
 
 def sessions(http: httpx.Client) -> float:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 import pytest
-from gateway_support import ServerFactory, ServerProcess, labelled_containers
+from gateway_support import ServerFactory, ServerProcess, labelled_containers, thread_call, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -67,20 +65,10 @@ def _runsc() -> None:
     pytest.skip(reason)
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def call(http: httpx.Client, thread: str, code: str) -> dict[str, Any]:
-    response = http.post(f"/v1/threads/{thread}/code_interpreter/calls", json={"input": code})
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
+    body = thread_call(http, thread, code)
     assert body["status"] == "completed", body
     return body
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support import ServerFactory, ServerProcess, assert_openai_error, labelled_containers
+from gateway_support import ServerFactory, ServerProcess, assert_openai_error, labelled_containers, thread_call
+from gateway_support import wait_for as support_wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -19,19 +20,10 @@ HOSTNAME = "import socket; print(socket.gethostname())"
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+    return support_wait_for(predicate, what, timeout)
 
 
-def call(http: httpx.Client, thread: str, code: str) -> dict[str, Any]:
-    response = http.post(f"/v1/threads/{thread}/code_interpreter/calls", json={"input": code})
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+call = thread_call
 
 
 def logs(body: dict[str, Any]) -> str:
