@@ -1,10 +1,10 @@
-"""Hibernation under gVisor: `.venv/bin/python -m bench.hibernate [--rounds N] [--output FILE]`.
+"""Hibernation under gVisor: `.venv/bin/python -m bench.hibernate [--rounds N] [--hold N] [--output FILE]`.
 
 For a fresh kernel and for one holding pandas plus a ~50 MB DataFrame, in one run:
 checkpoint time and size, restore-to-first-result (`print(x)` on a hibernated session:
 restore, reconnect, execute), and what a hibernated sandbox costs the host (RAM of every
 process left for its container, disk of its checkpoint, /mnt/data image and Docker files).
-How many this machine holds is extrapolated from those per-sandbox costs, not measured.
+How many this machine holds is extrapolated from those per-sandbox costs; --hold N measures N asleep at once.
 Containers carry codeinterp.bench=1 and are removed at the end.
 """
 
@@ -77,16 +77,62 @@ async def one(backend: sandbox.DockerBackend, setup: str) -> dict[str, float]:
         await session.close()
 
 
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+async def hold(backend: sandbox.DockerBackend, n: int) -> list[str]:
+    """Hibernate ``n`` fresh sandboxes, all asleep at once; what they cost together, then wake a few."""
+    before, sessions, started = mem_available(), [], time.monotonic()
+    try:
+        for i in range(n):
+            session = await sandbox.Session.start(backend, f"bench-hold-{i}")
+            sessions.append(session)
+            result = await session.execute(f"token = {i} * 7919")
+            assert result.outcome is sandbox.Outcome.OK, result
+            await session.hibernate()
+            if (i + 1) % 25 == 0:
+                print(f"hold: {i + 1}/{n} hibernated", file=sys.stderr)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(5)
+        after = mem_available()
+        rss = sum(host_rss(s.host.name) for s in sessions)
+        disk = sum(disk_bytes(Path("/var/lib/docker/containers") / s.host.name)
+                   + disk_bytes(s.host.data.path.parent) for s in sessions)
+        woken = 0
+        for index in range(0, n, max(1, n // 5)):  # a few, spread over the sleepers, keep their memory
+            result = await sessions[index].execute("print(token)")
+            woken += result.outcome is sandbox.Outcome.OK and result.stdout.strip() == str(index * 7919)
+        mib = 1 << 20
+        return [f"\n{n} fresh sandboxes hibernated at once (measured; {elapsed:.0f} s to start and hibernate them "
+                f"one after another): host RAM of their processes {rss / mib:.1f} MiB in all; MemAvailable "
+                f"{(before - after) / mib:+.0f} MiB against before the first started (page cache included); "
+                f"disk {disk / mib:.0f} MiB in all ({disk / n / mib:.1f} MiB each); {woken} of "
+                f"{len(range(0, n, max(1, n // 5)))} woken afterwards had their variable."]
+    finally:
+        for session in sessions:
+            with contextlib.suppress(sandbox.SandboxError):
+                await session.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--hold", type=int, default=0, metavar="N",
+                        help="also hibernate N fresh sandboxes at once and report what they cost together")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     backend = sandbox.DockerBackend(sandbox.DockerConfig(runtime="runsc", labels={"codeinterp.bench": "1"},
                                                          work_root=Path("/tmp/codeinterp-bench-hib")))
     rows: dict[str, list[dict[str, float]]] = {}
     failures: dict[str, int] = {}
+    held: list[str] = []
     try:
+        if args.hold:
+            held = await hold(backend, args.hold)
         for name, setup in CASES.items():
             rows[name] = []
             for i in range(args.rounds):
@@ -127,7 +173,7 @@ async def main() -> None:
                      f"{free_disk / (1 << 30):.0f} GiB free under /var/lib/docker at {disk / mib:.1f} MiB each; "
                      + (f"{by_ram} fit {memory / (1 << 30):.0f} GiB of RAM at {ram / mib:.1f} MiB each."
                         if by_ram else "a hibernated sandbox left no host process, so RAM does not bound it."))
-    text = "\n".join(lines) + "\n"
+    text = "\n".join([*lines, *held]) + "\n"
     print(text)
     if args.output:
         args.output.write_text(text)
