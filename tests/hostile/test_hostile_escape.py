@@ -4,6 +4,10 @@ by the code (symlinks, hardlinks, FIFOs, devices, races, prepared names, shadowi
 from __future__ import annotations
 
 import platform
+import select
+import socket
+import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,8 +40,47 @@ def box(http: httpx.Client) -> str:
     return new_container(http)
 
 
-def test_no_network_at_all(http: httpx.Client, server: ServerProcess) -> None:
-    code = f"""
+def host_addresses() -> list[str]:
+    """Every IPv4 address of this host (loopback, Docker's bridge, the uplink, test namespaces' veths)."""
+    found = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    return sorted({line.split()[3].split("/")[0] for line in found.splitlines()})
+
+
+class HostListeners:
+    """A TCP and a UDP socket bound to 0.0.0.0 on the host, counting whatever reaches them."""
+
+    def __init__(self) -> None:
+        self.tcp = socket.socket()
+        self.tcp.bind(("0.0.0.0", 0))  # every address, as a careless host service would
+        self.tcp.listen(8)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("0.0.0.0", 0))
+        self.hits: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.tcp, self.udp], [], [], 0.2)
+            for sock in ready:
+                if sock is self.tcp:
+                    conn, peer = sock.accept()
+                    self.hits.append(f"tcp from {peer}")
+                    conn.close()
+                else:
+                    _, peer = sock.recvfrom(4096)
+                    self.hits.append(f"udp from {peer}")
+
+    def close(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(5)
+        self.tcp.close()
+        self.udp.close()
+        return self.hits
+
+
+PROBE = """
 import socket
 def attempt(fn):
     try:
@@ -46,20 +89,61 @@ def attempt(fn):
     except OSError as exc:
         return type(exc).__name__
 def tcp(host, port):
-    s = socket.socket(); s.settimeout(3); s.connect((host, port))
-def udp():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('8.8.8.8', 53))
-print('tcp-out', attempt(lambda: tcp('1.1.1.1', 443)))
-print('udp-out', attempt(udp))
-print('dns', attempt(lambda: socket.getaddrinfo('example.com', 80)))
-print('docker-host', attempt(lambda: tcp('172.17.0.1', {server.port})))
-print('gateway', attempt(lambda: tcp('127.0.0.1', {server.port})))
-print('neighbour', attempt(lambda: tcp('172.17.0.2', 22)))
+    s = socket.socket(); s.settimeout(3); s.connect((host, port)); s.close()
+def udp(host, port, payload=b'x'):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    s.sendto(payload, (host, port)); s.recvfrom(512)  # an answer is what would show a path
+# A DNS query for a reserved name (RFC 2606), as a resolver would send it.
+QUERY = bytes.fromhex('abcd01000001000000000000') + b'\\x0bcodeinterp\\x07invalid\\x00\\x00\\x01\\x00\\x01'
+for host in {hosts!r}:
+    print('host', host, 'tcp', attempt(lambda: tcp(host, {tcp_port})), 'udp', attempt(lambda: udp(host, {udp_port})),
+          'dns', attempt(lambda: udp(host, {udp_port}, QUERY)), 'gateway', attempt(lambda: tcp(host, {gateway_port})),
+          'neighbour', attempt(lambda: tcp(host, {neighbour_port})))
+print('resolver', attempt(lambda: socket.getaddrinfo('codeinterp.invalid', 80)))
 print('ifaces', sorted(n for _, n in socket.if_nameindex()))
 """
-    out = logs_of(call(http, box_id := new_container(http), code))
-    http.delete(f"/v1/containers/{box_id}")
+
+# Listens inside a sandbox on every address, in a thread that outlives the call; a later call reports.
+NEIGHBOUR = """
+import socket, threading
+server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(('0.0.0.0', {port})); server.listen(8); accepted = []
+def serve():
+    while True:
+        accepted.append(server.accept()[1])
+threading.Thread(target=serve, daemon=True).start()
+print('listening')
+"""
+
+
+def test_no_network_at_all(http: httpx.Client, server: ServerProcess) -> None:
+    """No egress, no host, no gateway, no neighbour: proven against listeners this test owns.
+
+    Every attempt targets this host (a TCP and a UDP listener on 0.0.0.0, tried on each of its addresses,
+    whatever the bridge), the gateway's own port, and another sandbox listening on every address; no
+    outside address is ever named. The sandbox's only interface is loopback, so nothing can leave it.
+    """
+    listeners = HostListeners()
+    neighbour_port = 8765
+    neighbour = new_container(http)
+    prober = new_container(http)
+    try:
+        assert logs_of(call(http, neighbour, NEIGHBOUR.format(port=neighbour_port))) == "listening\n"
+        hosts = [*host_addresses(), "127.0.0.1"]
+        code = PROBE.format(hosts=hosts, tcp_port=listeners.tcp.getsockname()[1],
+                            udp_port=listeners.udp.getsockname()[1], gateway_port=server.port,
+                            neighbour_port=neighbour_port)
+        out = logs_of(call(http, prober, code, timeout=120))
+        accepted = logs_of(call(http, neighbour, "print('accepted', accepted)"))
+    finally:
+        hits = listeners.close()
+        for box in (neighbour, prober):
+            http.delete(f"/v1/containers/{box}")
+    assert hits == [], f"the host's 0.0.0.0 listeners were reached from a sandbox: {hits}"
+    assert accepted == "accepted []\n", f"one sandbox reached another: {accepted}"
     assert "OPEN" not in out, out
+    assert all(f"host {h} " in out for h in hosts), out  # every address was tried
+    assert "resolver gaierror" in out, out
     assert "ifaces ['lo']" in out, out
 
 
