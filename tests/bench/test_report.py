@@ -73,7 +73,7 @@ def test_the_scale_table_shows_the_median_and_the_spread_of_the_rounds() -> None
             "(0.71x); p99 120.0 ms against 90.0 ms; the gateways spend 7.0 ms of CPU per call against 4.5 ms "
             "pinned.") in text
     assert "- 2 gateways, pinned: 170.0 calls/s, 0.94x of one gateway's 180.0." in text
-    assert "share this machine's\n2 cores, so a second or third gateway brings no CPU here" in text
+    assert "share this machine's\n2 cores, so gateways here bring no CPU of their own" in text
 
 
 def test_without_a_scale_run_the_section_says_how_to_make_one() -> None:
