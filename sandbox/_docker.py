@@ -78,6 +78,10 @@ class DockerConfig:
     workers: int = 16  # threads for blocking Docker calls
 
 
+def _nothing() -> None:
+    pass
+
+
 def _default_host(base_url: str | None) -> DockerHost:
     """The one engine of a backend without ``hosts``: ``base_url``, or DOCKER_HOST (and DOCKER_CERT_PATH)."""
     url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -130,33 +134,40 @@ class DockerBackend(EngineFiles):
         self._engines = {e.name: e for e in self.engines}
         self._where: dict[str, Engine] = {}  # container id -> its engine, for calls that name only an id
         self._starting: dict[str, int] = {}  # engine name -> memory of sandboxes being placed there
-        self._remote_files = {e.name: VolumeFiles(e.client, self.config.uid) for e in self.engines
+        self._remote_files = {e.name: VolumeFiles(e.client, e.exec_output, self.config.uid) for e in self.engines
                               if not e.host.local}
         self._baselines: dict[str, Snapshot] = {}  # remote hosts: the listing that ended the last execution
 
     async def _call(self, engine: Engine, fn: Callable[[], T], *, probe: bool = False) -> T:
+        """Run a blocking Docker call on ``engine``; its outcome counts towards the engine's health.
+
+        A ``probe`` (placement's) may ask a drained engine and counts nothing itself: the caller
+        times it out and counts that, and a late answer of the abandoned thread must not count again.
+        """
         if engine.drained and not probe:
             raise BackendUnavailable(f"Docker engine {engine.name} is drained (it stopped answering: "
                                      f"{engine.last_error}); its sandboxes are out of reach")
         loop = asyncio.get_running_loop()
+        answered = engine.succeeded if not probe else _nothing
         try:
             result = await loop.run_in_executor(self._pool, fn)
         except docker.errors.ImageNotFound as exc:
-            engine.succeeded()
+            answered()
             raise ImageNotFound(f"kernel image {self.image} is not on engine {engine.name}; run "
                                 "`codeinterp image build` (or load it there)") from exc
         except docker.errors.NotFound as exc:
-            engine.succeeded()
+            answered()
             raise SandboxError(f"container vanished: {exc.explanation}") from exc
         except docker.errors.APIError as exc:
-            engine.succeeded()
+            answered()
             raise SandboxError(f"Docker refused: {exc.explanation}") from exc
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            engine.failed(str(exc))
+            if not probe:
+                engine.failed(str(exc))
             raise BackendUnavailable(
                 f"Docker engine {engine.name} is not reachable ({exc}); start it with `scripts/docker-up.sh`"
             ) from exc
-        engine.succeeded()
+        answered()
         return result
 
     async def _run_on(self, host: KernelHost, fn: Callable[[], T]) -> T:
@@ -233,11 +244,16 @@ class DockerBackend(EngineFiles):
                 running = client.api.containers(filters={"label": f"{LABEL}=1"})
                 return Load(engine, committed(running) + self._starting.get(engine.name, 0), len(running))
             try:
-                return await asyncio.wait_for(self._call(engine, measure, probe=True), policy.probe_timeout)
+                found = await asyncio.wait_for(self._call(engine, measure, probe=True), policy.probe_timeout)
             except TimeoutError:
                 engine.failed(f"no answer within {policy.probe_timeout} s")
+            except BackendUnavailable as exc:
+                engine.failed(str(exc))
             except SandboxError:
-                pass
+                engine.succeeded()  # it answered, with a refusal: not a candidate this time
+            else:
+                engine.succeeded()
+                return found
             return None
         loads = [x for x in await asyncio.gather(*(load(e) for e in asked)) if x is not None]
         chosen = choose(loads, memory, policy.memory_reserve)

@@ -31,6 +31,7 @@ import docker
 import docker.tls
 
 from ._errors import ConfigError
+from ._execpipe import exec_output
 
 __all__ = ["DockerHost", "Engine", "EnginePolicy", "parse_hosts"]
 
@@ -135,8 +136,9 @@ class Engine:
                     # learns the engine's once trust_env is off.
                     client = docker.DockerClient(base_url=self.host.url, tls=tls, version=_FIRST_API,
                                                  timeout=int(self.policy.timeout))
-                    client.api.trust_env = False
-                    client.api._version = client.api._retrieve_server_version()
+                    api: Any = client.api  # private members: docker-py has no switch for this
+                    api.trust_env = False
+                    api._version = api._retrieve_server_version()
                     self._client = client
             return self._client
 
@@ -148,6 +150,10 @@ class Engine:
         context = ssl.create_default_context(cafile=str(self.host.tls_dir / "ca.pem"))
         context.load_cert_chain(str(self.host.tls_dir / "cert.pem"), str(self.host.tls_dir / "key.pem"))
         return context
+
+    def exec_output(self, exec_id: str, limit: int) -> tuple[bytes, bytes]:
+        """Run a created exec to its end: its stdout (at most ``limit`` bytes) and the start of its stderr."""
+        return exec_output(self.host.url, exec_id, self.ssl_context(), limit=limit, timeout=self.policy.timeout)
 
     def placeable(self, now: float) -> bool:
         """Whether a placement may ask this engine now (a drained one only once per ``recheck``)."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import struct
 
 from ._channel import READ_CHUNK
 from ._errors import ConfigError, KernelStartError
 
-__all__ = ["ExecPipe"]
+__all__ = ["ExecPipe", "exec_output"]
 
 log = logging.getLogger("codeinterp.sandbox")
 
@@ -41,10 +42,7 @@ class ExecPipe:
                                                            server_hostname=host.strip("[]") if tls else None)
         else:
             raise ConfigError(f"cannot reach Docker at {endpoint!r}; use unix:// or tcp://")
-        body = b'{"Detach": false, "Tty": false}'
-        writer.write(b"POST /exec/%s/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
-                     b"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: %d\r\n\r\n%s"
-                     % (exec_id.encode(), len(body), body))
+        writer.write(_request(exec_id))
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         status = head.split(b" ", 2)[1] if head.startswith(b"HTTP/") else b""
@@ -83,3 +81,57 @@ class ExecPipe:
         self._writer.close()
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()
+
+
+def _request(exec_id: str) -> bytes:
+    body = b'{"Detach": false, "Tty": false}'
+    return (b"POST /exec/%s/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+            b"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: %d\r\n\r\n%s"
+            % (exec_id.encode(), len(body), body))
+
+
+def exec_output(endpoint: str, exec_id: str, tls: ssl.SSLContext | None, *, limit: int,
+                timeout: float) -> tuple[bytes, bytes]:
+    """Start a created exec and collect its stdout (at most ``limit`` bytes) and stderr (4 KiB) until it ends.
+
+    Blocking; by hand like ``ExecPipe``, because docker-py's streamed exec output keeps its socket
+    open after the end, and its whole-output read has no cap.
+    """
+    if endpoint.startswith("unix://"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(endpoint[len("unix://"):])
+    else:
+        host, _, port = endpoint.split("://", 1)[1].rstrip("/").rpartition(":")
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=host.strip("[]"))
+    with sock:
+        sock.sendall(_request(exec_id))
+        buffer = bytearray()
+        while b"\r\n\r\n" not in buffer:
+            data = sock.recv(READ_CHUNK)
+            if not data or len(buffer) > 65536:
+                raise KernelStartError("Docker closed an exec stream before answering")
+            buffer += data
+        head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+        if head.split(b" ", 2)[1:2] not in ([b"101"], [b"200"]):
+            raise KernelStartError(f"Docker refused to start an exec ({head.splitlines()[0].decode(errors='replace')})")
+        buffer = bytearray(rest)
+        out, err = bytearray(), bytearray()
+        while True:
+            while len(buffer) >= 8:
+                kind, size = ExecPipe._HEADER.unpack_from(buffer)
+                if len(buffer) < 8 + size:
+                    break
+                if kind == 1:
+                    out += buffer[8:8 + size]
+                elif len(err) < 4096:
+                    err += buffer[8:8 + size]
+                del buffer[:8 + size]
+                if len(out) > limit:
+                    raise OverflowError(f"more than {limit} bytes of output")
+            data = sock.recv(READ_CHUNK)
+            if not data:
+                return bytes(out), bytes(err)
+            buffer += data

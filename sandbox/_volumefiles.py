@@ -105,8 +105,9 @@ class _Chunks(io.RawIOBase):
 class VolumeFiles:
     """File operations on one engine's sandboxes, through its low-level API client."""
 
-    def __init__(self, client: Callable[[], Any], uid: int, *, max_entries: int = 200_000) -> None:
-        self._client, self.uid, self.max_entries = client, uid, max_entries
+    def __init__(self, client: Callable[[], Any], run_exec: Callable[[str, int], tuple[bytes, bytes]], uid: int,
+                 *, max_entries: int = 200_000) -> None:
+        self._client, self._run_exec, self.uid, self.max_entries = client, run_exec, uid, max_entries
 
     @property
     def api(self) -> Any:
@@ -118,12 +119,10 @@ class VolumeFiles:
         created = self.api.exec_create(container, [_PYTHON, "-I", "-c", source("files"), args[0], ROOT, *args[1:]],
                                        stdout=True, stderr=True, user=f"{self.uid}:{self.uid}", workdir="/",
                                        environment={"LANG": "C.UTF-8"})
-        out, err = bytearray(), bytearray()
-        for stdout, stderr in self.api.exec_start(created["Id"], stream=True, demux=True):
-            out += stdout or b""
-            err += (stderr or b"")[:4096]
-            if len(out) > _MAX_ANSWER:
-                raise SandboxError("the sandbox's file listing is too large to read")
+        try:
+            out, err = self._run_exec(created["Id"], _MAX_ANSWER)
+        except OverflowError as exc:
+            raise SandboxError("the sandbox's file listing is too large to read") from exc
         code = self.api.exec_inspect(created["Id"]).get("ExitCode")
         if code == 2:
             raise FileNotFound(f"no file {args[-1]!r} in /mnt/data")
