@@ -1,4 +1,4 @@
-"""DockerBackend: one locked-down container per session. The only module that imports docker."""
+"""DockerBackend: one locked-down container per session, on one of the engines it knows."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import contextlib
 import logging
 import os
 import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,19 +17,16 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
-from docker.types import Ulimit
 
 from ._backend import KernelHost, SessionSpec, parse_size
 from ._channel import Pipe
-from ._checkpoints import CHECKPOINT, delete_checkpoint, forget_runsc_state, wait_for_execs
+from ._checkpoints import Checkpointing
+from ._container import KEY_VAR, LABEL, PYTHON, RUN, DockerConfig, labels, run_arguments
 from ._datadir import DataDir, Snapshot
 from ._enginefiles import EngineFiles, RemoteOrphanFiles
-from ._engines import MEMORY_LABEL, DockerHost, Engine, EnginePolicy, Load, choose, committed
+from ._engines import DockerHost, Engine, Load, choose, committed
 from ._errors import (
     BackendUnavailable,
-    ConfigError,
-    HibernationError,
-    HibernationUnsupported,
     ImageNotFound,
     NoEngineAvailable,
     SandboxError,
@@ -39,43 +34,13 @@ from ._errors import (
 from ._execpipe import ExecPipe
 from ._inside import source
 from ._results import FileInfo, KernelExit
-from ._seccomp import profile_json
 from ._volume import make_data_dir, release_workdir
 from ._volumefiles import VolumeFiles, data_volume_options, keep_data
 
 __all__ = ["LABEL", "DockerBackend", "DockerConfig"]
 
-LABEL = "codeinterp"  # every container we make carries it; sweep by it
-_RUN = "/run/kernel"  # the kernel's connection file and ipc sockets: a tmpfs private to the container
-_HOME = "/home/sandbox"
-_PYTHON = "/opt/venv/bin/python"
-_KEY_VAR = "CODEINTERP_KERNEL_KEY"
-_HIBERNATING_RUNTIMES = ("runsc",)  # CRIU, runc's checkpointer, fails on the kernels we run on
 log = logging.getLogger("codeinterp.sandbox")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DockerConfig:
-    """How DockerBackend runs containers. Defaults are the safe ones."""
-
-    image: str | None = None  # None: the default image for this checkout
-    work_root: Path = Path("/tmp/codeinterp")  # per-session /mnt/data dirs (and their quota images)
-    uid: int = 1000  # the kernel user; never root
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    labels: Mapping[str, str] = field(default_factory=dict)  # added to every container
-    env: Mapping[str, str] = field(default_factory=dict)  # added to every kernel's environment
-    runtime: str | None = None  # e.g. "runsc" for gVisor
-    seccomp: str = "codeinterp"  # "codeinterp" (ours: Docker's lacks ptrace), "docker" (its default)
-    # /mnt/data as a loop-mounted image of Limits.data_size: "auto" (when this host allows it, else a
-    # plain directory and a warning), "loop" (required: a session fails to start without it) or "off".
-    # On an engine of another machine it is a tmpfs volume of that size unless "off" (sandbox/_volumefiles.py).
-    data_quota: str = "auto"
-    base_url: str | None = None  # the Docker endpoint; None reads DOCKER_HOST
-    # Engines to place sandboxes on (sandbox/_engines.py); empty: the one base_url or DOCKER_HOST names.
-    hosts: tuple[DockerHost, ...] = ()
-    placement: EnginePolicy = field(default_factory=EnginePolicy)  # how engines are chosen and drained
-    workers: int = 16  # threads for blocking Docker calls
 
 
 def _nothing() -> None:
@@ -101,28 +66,7 @@ async def _finish_even_if_cancelled(work: Awaitable[None], undo: Callable[[], Aw
         raise
 
 
-def kernel_environment(spec: SessionSpec, extra: Mapping[str, str]) -> dict[str, str]:
-    """The allowlisted environment: nothing of the host's or the gateway's own."""
-    threads = str(max(1, int(spec.limits.cpus)))
-    env = {
-        "HOME": _HOME,
-        "USER": "sandbox",
-        "PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "TZ": "UTC",
-        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-        "MPLCONFIGDIR": f"{_HOME}/.config/matplotlib",
-        "OPENBLAS_NUM_THREADS": threads,
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-    }
-    env.update(extra)
-    env.update(spec.env)
-    return env
-
-
-class DockerBackend(EngineFiles):
+class DockerBackend(EngineFiles, Checkpointing):
     """Kernels in containers with no network, as a non-root user, under limits, on one or more engines."""
 
     def __init__(self, config: DockerConfig | None = None) -> None:
@@ -186,19 +130,6 @@ class DockerBackend(EngineFiles):
             self._image = default_image()
         return self._image
 
-    def _security_opt(self) -> list[str]:
-        options = ["no-new-privileges"]
-        gvisor = "runsc" in (self.config.runtime or "")
-        if self.config.seccomp == "docker" and gvisor:
-            raise ConfigError("seccomp='docker' cannot run a kernel under gVisor (runsc turns the profile's "
-                              "ENOSYS for clone3 into EPERM, so no thread starts); use seccomp='codeinterp'")
-        if self.config.seccomp == "codeinterp":
-            # gVisor applies it inside its own kernel (runsc --oci-seccomp), which needs a variant.
-            options.append(f"seccomp={profile_json(gvisor=gvisor)}")
-        elif self.config.seccomp != "docker":
-            raise ConfigError(f"seccomp must be 'codeinterp' or 'docker', not {self.config.seccomp!r}")
-        return options
-
     async def ping(self) -> bool:
         """True when at least one engine answers."""
         answers = await asyncio.gather(*(self._ping(e) for e in self.engines))
@@ -222,10 +153,6 @@ class DockerBackend(EngineFiles):
             return True
         found = [f for f in await asyncio.gather(*(on(e) for e in self.engines)) if f is not None]
         return bool(found) and all(found)
-
-    def _labels(self, spec: SessionSpec) -> dict[str, str]:
-        return {**self.config.labels, **spec.labels, LABEL: "1", MEMORY_LABEL: str(spec.limits.memory_bytes),
-                f"{LABEL}.session": spec.session_id[:200], f"{LABEL}.owner": self.config.owner}
 
     # -- placement -------------------------------------------------------------------------
 
@@ -292,9 +219,9 @@ class DockerBackend(EngineFiles):
             await self._call(engine, lambda: engine.client().api.create_volume(
                 volume, driver="local", driver_opts=data_volume_options(
                     self.config.data_quota, parse_size(limits.data_size), self.config.uid),
-                labels=self._labels(spec)))
+                labels=labels(self.config, spec)))
             mount = {volume: {"bind": "/mnt/data", "mode": "rw"}}
-        run_args = self._run_args(spec, key, hmac_key, mount)
+        run_args = run_arguments(self.config, spec, self.image, key, hmac_key, mount)
 
         async def undo() -> None:
             if data is not None:
@@ -318,45 +245,6 @@ class DockerBackend(EngineFiles):
         return KernelHost(session_id=spec.session_id, name=container.id or "", key=hmac_key, data=data,
                           engine=engine.name)
 
-    def _run_args(self, spec: SessionSpec, key: str, hmac_key: str, mount: dict[str, Any]) -> dict[str, Any]:
-        limits, uid = spec.limits, self.config.uid
-        memory = limits.memory_bytes
-        run_args: dict[str, Any] = dict(
-            image=self.image,
-            # The image gives tini, Python and ipykernel; how the kernel starts is ours, so that
-            # both ends of the channel come from this checkout (see sandbox/_inside).
-            entrypoint=["/usr/bin/tini", "-g", "--", _PYTHON, "-I", "-c", source("launcher"), _RUN],
-            command=[],
-            name=f"codeinterp-{key}",
-            detach=True,
-            labels=self._labels(spec),
-            network_mode="none",
-            user=f"{uid}:{uid}",
-            read_only=True,
-            tmpfs={
-                "/tmp": f"size={parse_size(limits.tmp_size)},mode=1777,nosuid,nodev",
-                _HOME: f"size={parse_size(limits.home_size)},uid={uid},gid={uid},mode=0700,nosuid,nodev",
-                _RUN: f"size=1m,uid={uid},gid={uid},mode=0700,nosuid,nodev,noexec",
-            },
-            volumes=mount,
-            environment={**kernel_environment(spec, self.config.env), _KEY_VAR: hmac_key},
-            working_dir=_HOME,
-            cap_drop=["ALL"],
-            security_opt=self._security_opt(),
-            pids_limit=limits.pids,
-            mem_limit=memory,
-            memswap_limit=memory,
-            mem_swappiness=0,
-            nano_cpus=int(limits.cpus * 1e9),
-            ulimits=[Ulimit(name="nofile", soft=4096, hard=4096),
-                     Ulimit(name="core", soft=0, hard=0)],
-            log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
-            ipc_mode="private",
-        )
-        if self.config.runtime:
-            run_args["runtime"] = self.config.runtime
-        return run_args
-
     def _prepare_dirs(self, root: Path, data: DataDir, data_size: int) -> None:
         root.mkdir(parents=True, mode=0o700)
         make_data_dir(data, size=data_size, mode=self.config.data_quota)
@@ -367,7 +255,7 @@ class DockerBackend(EngineFiles):
 
         def create() -> str:
             created = engine.client().api.exec_create(
-                host.name, [_PYTHON, "-I", "-c", source("relay"), f"{_RUN}/connection.json"],
+                host.name, [PYTHON, "-I", "-c", source("relay"), f"{RUN}/connection.json"],
                 stdin=True, stdout=True, stderr=True, user=f"{self.config.uid}:{self.config.uid}")
             return str(created["Id"])
         exec_id = await self._call(engine, create)
@@ -431,65 +319,16 @@ class DockerBackend(EngineFiles):
         if source is not None:
             await asyncio.to_thread(release_workdir, source.parent)
 
-    # -- hibernation (gVisor only) ---------------------------------------------------
-
-    @property
-    def can_hibernate(self) -> bool:
-        return self.config.runtime in _HIBERNATING_RUNTIMES
-
-    async def hibernate(self, host: KernelHost) -> int:
-        if not self.can_hibernate:
-            raise HibernationUnsupported(
-                f"runtime {self.config.runtime or 'runc'} cannot checkpoint memory; use runtime='runsc' (gVisor)")
-        engine = self._engine(host)
-
-        def checkpoint() -> None:
-            api: Any = engine.client().api  # checkpoints have no wrapper in docker-py: its raw calls
-            wait_for_execs(api, host.name)
-            delete_checkpoint(api, host.name)  # one left by a wake that could not delete it
-            response = api._post_json(api._url("/containers/{0}/checkpoints", host.name),
-                                      data={"CheckpointID": CHECKPOINT, "Exit": True})
-            api._raise_for_status(response)
-        try:
-            await self._call(engine, checkpoint)
-        except HibernationError:
-            raise
-        except SandboxError as exc:
-            raise HibernationError(f"checkpoint of {host.name[:12]} failed: {exc}") from exc
-        return await self.checkpoint_bytes(host)
-
-    async def wake(self, host: KernelHost) -> None:
-        if not self.can_hibernate:
-            raise HibernationUnsupported(f"runtime {self.config.runtime or 'runc'} cannot restore memory")
-        engine = self._engine(host)
-
-        def restore() -> None:
-            api: Any = engine.client().api
-            start = api._url("/containers/{0}/start", host.name)
-            response = api._post(start, params={"checkpoint": CHECKPOINT})
-            if response.status_code >= 400 and "id already in use" in response.text and engine.host.local:
-                # runsc 20221219 leaves the state of a restored sandbox behind when it is checkpointed
-                # again (it lists as "paused", its process gone): every later restore is refused.
-                forget_runsc_state(host.name)
-                response = api._post(start, params={"checkpoint": CHECKPOINT})
-            api._raise_for_status(response)
-            # Restored: the checkpoint is spent. Deleting it frees its disk now, not when the container goes.
-            delete_checkpoint(api, host.name)
-        try:
-            await self._call(engine, restore)
-        except SandboxError as exc:
-            raise HibernationError(f"restore of {host.name[:12]} failed: {exc}") from exc
-
     async def adopt(self, name: str) -> KernelHost:
         engine = self._where.get(name) or await self._find(name)
         info = await self._call(engine, lambda: engine.client().api.inspect_container(name))
         env = dict(item.partition("=")[::2] for item in info["Config"].get("Env") or [])
         source = self._data_dir_of(info)
-        if _KEY_VAR not in env or (source is None and engine.host.local):
+        if KEY_VAR not in env or (source is None and engine.host.local):
             raise SandboxError(f"container {name[:12]} is not one of this backend's sandboxes")
         session = (info["Config"].get("Labels") or {}).get(f"{LABEL}.session", "")
         self._where[info["Id"]] = engine
-        return KernelHost(session_id=session, name=info["Id"], key=env[_KEY_VAR],
+        return KernelHost(session_id=session, name=info["Id"], key=env[KEY_VAR],
                           data=DataDir(source, uid=self.config.uid) if source is not None else None,
                           engine=engine.name)
 
@@ -499,22 +338,6 @@ class DockerBackend(EngineFiles):
                 await self._call(engine, lambda e=engine: e.client().api.inspect_container(name))  # type: ignore[misc]
                 return engine
         raise SandboxError(f"no engine holds container {name[:12]}")
-
-    async def checkpoint_bytes(self, host: KernelHost) -> int:
-        engine = self._engine(host)
-        if not engine.host.local:
-            return 0  # on another machine: not measurable from here
-
-        def measure() -> int:
-            root = engine.client().info().get("DockerRootDir", "/var/lib/docker")
-            total = 0
-            # Only readable when Docker runs on this host and we may read its root: else 0, unmeasured.
-            with contextlib.suppress(OSError):
-                for path in (Path(root) / "containers" / host.name / "checkpoints").rglob("*"):
-                    with contextlib.suppress(OSError):
-                        total += path.lstat().st_size
-            return total
-        return await self._call(engine, measure)
 
     async def interrupt(self, host: KernelHost) -> None:
         engine = self._engine(host)
