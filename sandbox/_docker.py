@@ -158,7 +158,9 @@ class DockerBackend(EngineFiles, Checkpointing):
 
     async def _place(self, memory: int) -> Engine:
         if len(self.engines) == 1 and not self.engines[0].drains:
-            return self.engines[0]  # nowhere else to go: no listing on the way
+            lone = self.engines[0]  # nowhere else to go: no listing on the way
+            self._starting[lone.name] = self._starting.get(lone.name, 0) + memory
+            return lone
         now = time.monotonic()
         asked = [e for e in self.engines if e.placeable(now)]
         policy = self.config.placement
@@ -169,7 +171,7 @@ class DockerBackend(EngineFiles, Checkpointing):
                 if not engine.memory_total:
                     engine.memory_total = int(client.info().get("MemTotal") or 0)
                 running = client.api.containers(filters={"label": f"{LABEL}=1"})
-                return Load(engine, committed(running) + self._starting.get(engine.name, 0), len(running))
+                return Load(engine, committed(running), len(running))
             try:
                 found = await asyncio.wait_for(self._call(engine, measure, probe=True), policy.probe_timeout)
             except TimeoutError:
@@ -182,7 +184,11 @@ class DockerBackend(EngineFiles, Checkpointing):
                 engine.succeeded()
                 return found
             return None
-        loads = [x for x in await asyncio.gather(*(load(e) for e in asked)) if x is not None]
+        # Sandboxes this backend is still starting count too (one already listed counts twice until its
+        # start returns: on the safe side). Read here, on the event loop, and reserved below with no
+        # await in between, so that concurrent placements each see the others.
+        loads = [Load(x.engine, x.committed + self._starting.get(x.engine.name, 0), x.sandboxes)
+                 for x in await asyncio.gather(*(load(e) for e in asked)) if x is not None]
         chosen = choose(loads, memory, policy.memory_reserve)
         if chosen is None:
             states = "; ".join(
@@ -191,12 +197,12 @@ class DockerBackend(EngineFiles, Checkpointing):
                 f"{e.name}: {next(x for x in loads if x.engine is e).free(policy.memory_reserve) >> 20} MiB free"
                 for e in self.engines)
             raise NoEngineAvailable(f"no Docker engine can take a sandbox of {memory >> 20} MiB now ({states})")
+        self._starting[chosen.engine.name] = self._starting.get(chosen.engine.name, 0) + memory
         return chosen.engine
 
     async def start(self, spec: SessionSpec) -> KernelHost:
         memory = spec.limits.memory_bytes
-        engine = await self._place(memory)
-        self._starting[engine.name] = self._starting.get(engine.name, 0) + memory
+        engine = await self._place(memory)  # reserves ``memory`` there until the start is done
         try:
             return await self._start_on(engine, spec)
         finally:
@@ -282,8 +288,9 @@ class DockerBackend(EngineFiles, Checkpointing):
         def remove() -> None:
             api = engine.client().api
             try:
-                volumes = [m["Name"] for m in api.inspect_container(name).get("Mounts") or []
-                           if m.get("Destination") == "/mnt/data" and m.get("Type") == "volume"]
+                volumes = [] if engine.host.local else [  # a local sandbox's /mnt/data is a directory here
+                    m["Name"] for m in api.inspect_container(name).get("Mounts") or []
+                    if m.get("Destination") == "/mnt/data" and m.get("Type") == "volume"]
                 api.remove_container(name, force=True, v=True)
             except docker.errors.NotFound:
                 return
