@@ -116,7 +116,10 @@ class VolumeFiles:
     # -- the helper inside the sandbox ---------------------------------------------------
 
     def _helper(self, container: str, *args: str) -> Any:
-        created = self.api.exec_create(container, [_PYTHON, "-I", "-c", source("files"), args[0], ROOT, *args[1:]],
+        # -S: the helper needs only the standard library, and the image's site-packages (.pth files
+        # and all) would double the start of every call's listing.
+        created = self.api.exec_create(container, [_PYTHON, "-I", "-S", "-c", source("files"), args[0], ROOT,
+                                                   *args[1:]],
                                        stdout=True, stderr=True, user=f"{self.uid}:{self.uid}", workdir="/",
                                        environment={"LANG": "C.UTF-8"})
         try:

@@ -1,8 +1,9 @@
 """File chores inside a sandbox whose /mnt/data is not on the gateway's machine (a remote engine).
 
-Run as the sandbox's user: ``python -I -c <this source> COMMAND ROOT ARGS...``. The bytes of files
-move through Docker's archive API; this only lists, hashes, deletes and reserves names, walking one
-component at a time with O_NOFOLLOW as ``sandbox/_datadir.py`` does on the host. Its answer comes
+Run as the sandbox's user: ``python -I -S -c <this source> COMMAND ROOT ARGS...`` (standard library
+only). The bytes of files move through Docker's archive API; this only lists, hashes, deletes and
+reserves names, walking one component at a time with O_NOFOLLOW as ``sandbox/_datadir.py`` does on
+the host. Its answer comes
 from inside the sandbox, so the gateway treats it as the sandbox's word: checked, capped, and never
 used to reach anything outside the sandbox.
 
