@@ -54,10 +54,14 @@ class Gateway:
     def backend(self) -> sandbox.Backend:
         if self._backend is not None:
             return self._backend
+        s = self.settings
         return sandbox.DockerBackend(sandbox.DockerConfig(
-            image=self.settings.image or None, work_root=self.settings.work_root,
-            data_quota=self.settings.data_quota, runtime=self.settings.runtime or None,
-            labels={**self.settings.container_labels, "codeinterp.instance": self.instance}))
+            image=s.image or None, work_root=s.work_root,
+            data_quota=s.data_quota, runtime=s.runtime or None,
+            labels={**s.container_labels, "codeinterp.instance": self.instance},
+            hosts=s.docker_engines(), placement=sandbox.EnginePolicy(
+                memory_reserve=parse_size(s.docker_memory_reserve), max_failures=s.docker_max_failures,
+                recheck=s.docker_recheck)))
 
     @cached_property
     def store(self) -> Store:
@@ -122,6 +126,8 @@ class Gateway:
                                   "sandboxes": self.capacity.report(containers.live_count)}
         if isinstance(backend, sandbox.DockerBackend):
             report["docker"] = await backend.ping()
+            if len(backend.engines) > 1:
+                report["engines"] = backend.engine_report()
             report["image"] = {"name": backend.image,
                                "present": await backend.image_present() if report["docker"] else False}
             if not (report["docker"] and report["image"]["present"]):

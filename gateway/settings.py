@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from sandbox import ConfigError, parse_size
+from sandbox import ConfigError, DockerHost, parse_hosts, parse_size
 
 __all__ = ["Settings"]
 
@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     data_quota: str = "auto"
     # The Docker runtime for sandboxes, e.g. "runsc" for gVisor; empty means Docker's default (runc).
     runtime: str = ""
+    # Docker engines to place sandboxes on, comma-separated: "local" (this machine's engine, DOCKER_HOST or
+    # the socket) and tcp://HOST:PORT engines reached with TLS. A new sandbox goes to the engine with the
+    # most free memory (its RAM less docker_memory_reserve less its sandboxes' memory limits); an engine
+    # that stops answering is drained. Empty: only this machine's engine, as before.
+    docker_hosts: str = ""
+    # The client certificate for tcp:// engines: a directory with ca.pem, cert.pem and key.pem; a
+    # subdirectory named after a host (e.g. 10.0.0.5/) holds that host's own files.
+    docker_tls_dir: str = ""
+    # Memory kept free on every engine for its own processes, when sandboxes are placed on several.
+    docker_memory_reserve: str = "1g"
+    # Failed calls in a row after which an engine is drained, and seconds between two pings of a drained one.
+    docker_max_failures: int = 3
+    docker_recheck: float = 300.0
     # Idle sandboxes hibernate instead of expiring, where the runtime can (gVisor's runsc): their whole
     # memory is checkpointed to disk and the next call wakes them with every variable intact.
     hibernate: bool = True
@@ -116,7 +129,7 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
-    @field_validator("memory_reserve", "sandbox_memory")
+    @field_validator("memory_reserve", "sandbox_memory", "docker_memory_reserve")
     @classmethod
     def _check_size(cls, value: str) -> str:
         if value.strip():
@@ -162,6 +175,11 @@ class Settings(BaseSettings):
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
+
+    def docker_engines(self) -> tuple[DockerHost, ...]:
+        """The engines docker_hosts lists (none: this machine's only)."""
+        tls = Path(self.docker_tls_dir) if self.docker_tls_dir.strip() else None
+        return parse_hosts(self.docker_hosts, tls) if self.docker_hosts.strip() else ()
 
     @property
     def files_dir(self) -> Path:

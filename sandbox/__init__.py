@@ -11,6 +11,7 @@ An async library with no web framework in it::
 from ._backend import Backend, Hibernation, KernelHost, Limits, SessionSpec, parse_size
 from ._datadir import safe_name
 from ._docker import LABEL, DockerBackend, DockerConfig
+from ._engines import DockerHost, EnginePolicy, parse_hosts
 from ._errors import (
     BackendUnavailable,
     ConfigError,
@@ -23,6 +24,7 @@ from ._errors import (
     ImageNotFound,
     InvalidFileName,
     KernelStartError,
+    NoEngineAvailable,
     SandboxError,
     SessionClosed,
     UnsafeFile,
@@ -52,7 +54,9 @@ __all__ = [
     "Display",
     "DockerBackend",
     "DockerConfig",
+    "DockerHost",
     "DockerRuntimes",
+    "EnginePolicy",
     "ExecutionError",
     "ExecutionResult",
     "FileError",
@@ -71,6 +75,7 @@ __all__ = [
     "KernelStartError",
     "Limits",
     "LocalBackend",
+    "NoEngineAvailable",
     "Notice",
     "Outcome",
     "Output",
@@ -87,6 +92,7 @@ __all__ = [
     "docker_runtimes",
     "image_exists",
     "log_fragment",
+    "parse_hosts",
     "parse_size",
     "safe_name",
 ]

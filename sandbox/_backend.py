@@ -78,8 +78,16 @@ class KernelHost:
     session_id: str
     name: str  # the container id, or the pid for a local kernel
     key: str  # the HMAC key that signs this kernel's Jupyter messages
-    data: DataDir
+    data: DataDir | None  # /mnt/data on this machine; None when it lives on another Docker engine
     code_paths: Mapping[str, str] = field(default_factory=dict)  # path rewrites for local kernels
+    engine: str = ""  # the Docker engine holding it (DockerHost.name); empty for other backends
+
+    @property
+    def mounted(self) -> DataDir:
+        """/mnt/data as a directory on this machine; an error for a host on another engine."""
+        if self.data is None:
+            raise ConfigError(f"/mnt/data of {self.name[:12]} is on engine {self.engine}, not on this machine")
+        return self.data
 
 
 @runtime_checkable
@@ -155,31 +163,31 @@ class MountedFiles:
 
     async def write_file(self, host: KernelHost, name: str, data: bytes | BinaryIO,
                          *, max_bytes: int | None = None, parents: bool = False) -> FileInfo:
-        return await asyncio.to_thread(host.data.write, name, data, max_bytes=max_bytes, parents=parents)
+        return await asyncio.to_thread(host.mounted.write, name, data, max_bytes=max_bytes, parents=parents)
 
     async def read_file(self, host: KernelHost, path: str, *, max_bytes: int | None = None) -> bytes:
-        return await asyncio.to_thread(host.data.read, path, max_bytes=max_bytes)
+        return await asyncio.to_thread(host.mounted.read, path, max_bytes=max_bytes)
 
     async def export_file(self, host: KernelHost, path: str, dest: Path,
                           *, max_bytes: int | None = None) -> FileInfo:
-        return await asyncio.to_thread(host.data.export, path, dest, max_bytes=max_bytes)
+        return await asyncio.to_thread(host.mounted.export, path, dest, max_bytes=max_bytes)
 
     async def list_files(self, host: KernelHost) -> list[FileInfo]:
-        return await asyncio.to_thread(host.data.list)
+        return await asyncio.to_thread(host.mounted.list)
 
     async def delete_file(self, host: KernelHost, path: str) -> None:
-        await asyncio.to_thread(host.data.delete, path)
+        await asyncio.to_thread(host.mounted.delete, path)
 
     async def snapshot(self, host: KernelHost) -> Snapshot:
-        baseline = host.data.baseline()  # what the last execution's end saw: no second walk
-        return baseline if baseline is not None else await asyncio.to_thread(host.data.snapshot)
+        baseline = host.mounted.baseline()  # what the last execution's end saw: no second walk
+        return baseline if baseline is not None else await asyncio.to_thread(host.mounted.snapshot)
 
     async def changed_files(self, host: KernelHost, before: Snapshot, *, limit: int,
                             max_digest_bytes: int) -> tuple[list[FileInfo], bool]:
         # A small tree that did not change (most executions) is checked here, without a thread hop;
         # anything larger, or any change (which means hashing files), is walked on a thread.
-        if len(before) <= _INLINE_WALK and host.data.unchanged_since(before, budget=_INLINE_WALK):
+        if len(before) <= _INLINE_WALK and host.mounted.unchanged_since(before, budget=_INLINE_WALK):
             return [], False
-        return await asyncio.to_thread(host.data.changed, before, limit=limit,
+        return await asyncio.to_thread(host.mounted.changed, before, limit=limit,
                                        max_digest_bytes=max_digest_bytes)
 

@@ -3,6 +3,7 @@
     SandboxError
     ├── ConfigError            a setting or limit that cannot be used
     ├── BackendUnavailable     the container engine cannot be reached
+    │   └── NoEngineAvailable  no Docker engine of several can take a new sandbox (drained or full)
     ├── ImageNotFound          the kernel image is not built
     ├── ImageBuildError        building the kernel image failed
     ├── KernelStartError       a kernel did not come up
@@ -30,6 +31,7 @@ __all__ = [
     "ImageNotFound",
     "InvalidFileName",
     "KernelStartError",
+    "NoEngineAvailable",
     "SandboxError",
     "SessionClosed",
     "UnsafeFile",
@@ -54,6 +56,10 @@ class ConfigError(SandboxError, ValueError):
 
 class BackendUnavailable(SandboxError):
     pass
+
+
+class NoEngineAvailable(BackendUnavailable):
+    """Every Docker engine is drained (it stopped answering) or lacks the free memory for one more sandbox."""
 
 
 class ImageNotFound(SandboxError):

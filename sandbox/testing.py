@@ -123,7 +123,7 @@ class FakeBackend(MountedFiles):
         self._cancel_jobs(host)
         if self.running.pop(host.name, None) is not None:
             self.stopped.append(host.name)
-            shutil.rmtree(host.data.path, ignore_errors=True)
+            shutil.rmtree(host.mounted.path, ignore_errors=True)
 
     async def interrupt(self, host: KernelHost) -> None:
         self.interrupted.append(host.name)
