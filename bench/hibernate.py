@@ -53,6 +53,12 @@ def disk_bytes(path: Path) -> int:
     return int(used.stdout.split()[0]) if used.returncode == 0 else int(out.stdout.split()[0] or 0)
 
 
+def workdir_bytes(session: sandbox.Session) -> int:
+    """Disk of the sandbox's work dir (its /mnt/data image) on this machine; 0 on another engine."""
+    data = session.host.data
+    return disk_bytes(data.path.parent) if data is not None else 0
+
+
 async def one(backend: sandbox.DockerBackend, setup: str) -> dict[str, float]:
     session = await sandbox.Session.start(backend, "bench-hibernate")
     try:
@@ -65,8 +71,7 @@ async def one(backend: sandbox.DockerBackend, setup: str) -> dict[str, float]:
         await asyncio.sleep(1)
         asleep_rss = host_rss(session.host.name)
         docker_dir = Path("/var/lib/docker/containers") / session.host.name
-        workdir = session.host.data.path.parent
-        disk = disk_bytes(docker_dir) + disk_bytes(workdir)
+        disk = disk_bytes(docker_dir) + workdir_bytes(session)
         started = time.monotonic()
         result = await session.execute("print(x)")
         restore_s = time.monotonic() - started
@@ -100,12 +105,11 @@ async def hold(backend: sandbox.DockerBackend, n: int) -> list[str]:
         await asyncio.sleep(5)
         after = mem_available()
         rss = sum(host_rss(s.host.name) for s in sessions)
-        disk = sum(disk_bytes(Path("/var/lib/docker/containers") / s.host.name)
-                   + disk_bytes(s.host.data.path.parent) for s in sessions)
+        disk = sum(disk_bytes(Path("/var/lib/docker/containers") / s.host.name) + workdir_bytes(s) for s in sessions)
         woken = 0
         for index in range(0, n, max(1, n // 5)):  # a few, spread over the sleepers, keep their memory
             result = await sessions[index].execute("print(token)")
-            woken += result.outcome is sandbox.Outcome.OK and result.stdout.strip() == str(index * 7919)
+            woken += int(result.outcome is sandbox.Outcome.OK and result.stdout.strip() == str(index * 7919))
         mib = 1 << 20
         return [f"\n{n} fresh sandboxes hibernated at once (measured; {elapsed:.0f} s to start and hibernate them "
                 f"one after another): host RAM of their processes {rss / mib:.1f} MiB in all; MemAvailable "

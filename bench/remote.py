@@ -68,7 +68,7 @@ async def run(rounds: int) -> str:
     local = sandbox.DockerHost(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
     backends = {name: sandbox.DockerBackend(sandbox.DockerConfig(hosts=(host,), labels=label))
                 for name, host in (("local", local), ("remote (TLS)", remote))}
-    samples = {name: {m: [] for m in MEASURES} for name in backends}
+    samples: dict[str, dict[str, list[float]]] = {name: {m: [] for m in MEASURES} for name in backends}
     try:
         for backend in backends.values():  # one unmeasured round each: images and caches warm
             await one_round(backend, {m: [] for m in MEASURES})
