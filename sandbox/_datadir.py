@@ -24,7 +24,7 @@ from typing import BinaryIO
 from ._errors import FileNotFound, FileTooLarge, InvalidFileName, UnsafeFile
 from ._results import FileInfo
 
-__all__ = ["DataDir", "Snapshot", "safe_name"]
+__all__ = ["DataDir", "Snapshot", "copy_capped", "safe_name"]
 
 _MAX_NAME_BYTES = 255
 _MAX_DEPTH = 16
@@ -82,6 +82,20 @@ class _Stat:
 
 Snapshot = dict[str, _Stat]
 
+
+
+def copy_capped(source: bytes | BinaryIO, out: BinaryIO, *, name: str,
+                max_bytes: int | None) -> tuple[hashlib._Hash, int]:
+    """Copy ``source`` to ``out`` in chunks, hashing; FileTooLarge as soon as it passes ``max_bytes``."""
+    digest, size = hashlib.sha256(), 0
+    chunks = [source] if isinstance(source, bytes) else iter(lambda: source.read(_CHUNK), b"")
+    for chunk in chunks:
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise FileTooLarge(f"{name} is larger than {max_bytes} bytes")
+        digest.update(chunk)
+        out.write(chunk)
+    return digest, size
 
 class DataDir:
     """Safe operations on one session's /mnt/data as seen from the host."""
@@ -191,17 +205,9 @@ class DataDir:
                 break
             else:
                 raise InvalidFileName(f"too many files named like {base!r}; pick another name")
-            digest = hashlib.sha256()
-            size = 0
             try:
                 with os.fdopen(fd, "wb", closefd=False) as out:
-                    chunks = [source] if isinstance(source, bytes) else iter(lambda: source.read(_CHUNK), b"")
-                    for chunk in chunks:
-                        size += len(chunk)
-                        if max_bytes is not None and size > max_bytes:
-                            raise FileTooLarge(f"{base} is larger than {max_bytes} bytes")
-                        digest.update(chunk)
-                        out.write(chunk)
+                    digest, size = copy_capped(source, out, name=base, max_bytes=max_bytes)
                 if self.uid is not None and os.geteuid() == 0:
                     os.fchown(fd, self.uid, self.uid)
                 st = os.fstat(fd)

@@ -31,7 +31,7 @@ from typing import IO, Any, BinaryIO
 
 import docker.errors
 
-from ._datadir import Snapshot, _split, _Stat, safe_name
+from ._datadir import Snapshot, _split, _Stat, copy_capped, safe_name
 from ._errors import ConfigError, FileNotFound, FileTooLarge, InvalidFileName, SandboxError, UnsafeFile
 from ._inside import source
 from ._results import FileInfo
@@ -242,15 +242,8 @@ class VolumeFiles:
         for part in dirs:
             safe_name(part, strict=True)
         base = safe_name(name)
-        digest, size = hashlib.sha256(), 0
         with tempfile.TemporaryFile() as body:
-            chunks = [data] if isinstance(data, bytes) else iter(lambda: data.read(_CHUNK), b"")
-            for chunk in chunks:
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise FileTooLarge(f"{base} is larger than {max_bytes} bytes")
-                digest.update(chunk)
-                body.write(chunk)
+            digest, size = copy_capped(data, body, name=base, max_bytes=max_bytes)
             rel = self._helper(container, "reserve", json.dumps([*dirs, base]))
             if not isinstance(rel, str) or _split(rel)[:-1] != dirs:
                 raise SandboxError("the sandbox's file helper answered nonsense")
