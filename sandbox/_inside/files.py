@@ -41,7 +41,7 @@ def walk(fd: int, prefix: str, depth: int, found: list[list[Any]], limit: int) -
                 found.append([rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns])
             elif stat.S_ISDIR(st.st_mode) and depth + 1 < MAX_DEPTH:
                 try:
-                    child = os.open(entry.name, DIR, dir_fd=fd)
+                    child = open_dir(entry.name, fd)
                 except OSError:
                     continue
                 try:
@@ -59,7 +59,7 @@ def parent(root: str, parts: list[str], make: bool = False) -> int:
             except FileExistsError:
                 pass
         try:
-            child = os.open(part, DIR, dir_fd=fd)
+            child = open_dir(part, fd)
         except OSError as exc:
             os.close(fd)
             sys.exit(3 if exc.errno in (errno.ELOOP, errno.ENOTDIR) else 2)
@@ -68,17 +68,36 @@ def parent(root: str, parts: list[str], make: bool = False) -> int:
     return fd
 
 
+def open_dir(name: str, fd: int) -> int:
+    """Open a directory entry that is a real directory, never a symlink's target.
+
+    O_NOFOLLOW alone is not enough: gVisor 20221219 follows a symlink opened with O_DIRECTORY |
+    O_NOFOLLOW. So the entry is lstat'ed first and the opened directory must be that very inode.
+    """
+    before = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    if not stat.S_ISDIR(before.st_mode):
+        raise OSError(errno.ENOTDIR, "not a directory", name)
+    child = os.open(name, DIR, dir_fd=fd)
+    after = os.fstat(child)
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+        os.close(child)
+        raise OSError(errno.ELOOP, "swapped for another entry while opened", name)
+    return child
+
+
 def digest(root: str, path: str, max_bytes: int) -> str | None:
     parts = path.split("/")
     fd = parent(root, parts[:-1])
     try:
         try:
+            entry = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
             handle = os.open(parts[-1], READ, dir_fd=fd)
         except OSError:
             return None
         try:
             st = os.fstat(handle)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            if (not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes
+                    or (st.st_dev, st.st_ino) != (entry.st_dev, entry.st_ino)):  # a link's target (see open_dir)
                 return None
             os.set_blocking(handle, True)
             sha = hashlib.sha256()
