@@ -81,6 +81,10 @@ class Checkpointing:
             raise HibernationUnsupported(
                 f"runtime {self.config.runtime or 'runc'} cannot checkpoint memory; use runtime='runsc' (gVisor)")
         engine = self._engine(host)
+        if not engine.host.local:
+            # Its /mnt/data is a tmpfs volume, gone when a checkpoint stops the container: expiring
+            # instead keeps the files (the caller stores them), where a wake would find them lost.
+            raise HibernationUnsupported(f"sandboxes on the remote engine {engine.name} do not hibernate")
 
         def checkpoint() -> None:
             api: Any = engine.client().api  # checkpoints have no wrapper in docker-py: its raw calls

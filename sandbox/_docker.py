@@ -266,8 +266,10 @@ class DockerBackend(EngineFiles, Checkpointing):
             return str(created["Id"])
         exec_id = await self._call(engine, create)
         try:
-            return await ExecPipe.open(engine.host.url, exec_id, engine.ssl_context())
-        except OSError as exc:
+            # An engine that takes the connection and then says nothing must not hold the start forever.
+            return await asyncio.wait_for(ExecPipe.open(engine.host.url, exec_id, engine.ssl_context()),
+                                          self.config.placement.timeout)
+        except (OSError, EOFError, asyncio.LimitOverrunError) as exc:  # TimeoutError is an OSError
             engine.failed(str(exc))
             raise BackendUnavailable(f"cannot attach to the kernel relay on {engine.name} ({exc}); "
                                      "is Docker running? `scripts/docker-up.sh`") from exc

@@ -109,7 +109,8 @@ class Engine:
         self.policy = policy
         self.drains = drains  # a lone engine is never drained: there is nowhere else to go
         self._client: docker.DockerClient | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # health: taken on the event loop, so never held across a call
+        self._client_lock = threading.Lock()  # making the client may wait on the engine: pool threads only
         self.failures = 0
         self.drained = False
         self.last_error = ""
@@ -121,7 +122,7 @@ class Engine:
         return self.host.name
 
     def client(self) -> docker.DockerClient:
-        with self._lock:
+        with self._client_lock:
             if self._client is None:
                 if self.host.local:
                     self._client = docker.DockerClient(base_url=self.host.url, timeout=int(self.policy.timeout))

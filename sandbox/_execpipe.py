@@ -42,9 +42,13 @@ class ExecPipe:
                                                            server_hostname=host.strip("[]") if tls else None)
         else:
             raise ConfigError(f"cannot reach Docker at {endpoint!r}; use unix:// or tcp://")
-        writer.write(_request(exec_id))
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            writer.write(_request(exec_id))
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+        except BaseException:  # cut short, cancelled or timed out: the connection goes with it
+            writer.close()
+            raise
         status = head.split(b" ", 2)[1] if head.startswith(b"HTTP/") else b""
         if status not in (b"101", b"200"):
             writer.close()

@@ -32,7 +32,7 @@ from typing import IO, Any, BinaryIO
 import docker.errors
 
 from ._datadir import Snapshot, _split, _Stat, copy_capped, safe_name
-from ._errors import ConfigError, FileNotFound, FileTooLarge, InvalidFileName, SandboxError, UnsafeFile
+from ._errors import ConfigError, FileError, FileNotFound, FileTooLarge, InvalidFileName, SandboxError, UnsafeFile
 from ._inside import source
 from ._results import FileInfo
 
@@ -126,6 +126,10 @@ class VolumeFiles:
             out, err = self._run_exec(created["Id"], _MAX_ANSWER)
         except OverflowError as exc:
             raise SandboxError("the sandbox's file listing is too large to read") from exc
+        except OSError as exc:
+            # The helper runs as the sandbox's user, so the code may stop or slow it: the sandbox's
+            # doing, not the engine's, so nothing here counts towards draining the engine.
+            raise SandboxError(f"the sandbox's file helper did not answer ({exc}); try the call again") from exc
         code = self.api.exec_inspect(created["Id"]).get("ExitCode")
         if code == 2:
             raise FileNotFound(f"no file {args[-1]!r} in /mnt/data")
@@ -201,8 +205,11 @@ class VolumeFiles:
         except docker.errors.NotFound as exc:
             raise FileNotFound(f"no file {relpath!r} in /mnt/data") from exc
         # Stream mode: members are read as they arrive, never the whole archive first. Closed by the caller.
-        archive = tarfile.open(fileobj=io.BufferedReader(_Chunks(iter(chunks)), _CHUNK), mode="r|")  # noqa: SIM115
-        member = archive.next()
+        try:
+            archive = tarfile.open(fileobj=io.BufferedReader(_Chunks(iter(chunks)), _CHUNK), mode="r|")  # noqa: SIM115
+            member = archive.next()
+        except (tarfile.TarError, EOFError) as exc:
+            raise FileError(f"/mnt/data/{relpath} changed while it was read; read it again") from exc
         # The stream holds what the engine found at that moment: check it again, not the stat.
         if member is None or member.name != parts[-1] or not member.isreg():
             archive.close()
@@ -217,7 +224,10 @@ class VolumeFiles:
     def read(self, container: str, relpath: str, max_bytes: int | None) -> bytes:
         archive, handle, size, _ = self._open(container, relpath, max_bytes)
         with archive:
-            return handle.read(size)
+            try:
+                return handle.read(size)
+            except (tarfile.TarError, EOFError) as exc:  # the engine cut the stream: the file changed
+                raise FileError(f"/mnt/data/{relpath} changed while it was read; read it again") from exc
 
     def export(self, container: str, relpath: str, dest: Path, max_bytes: int | None) -> FileInfo:
         """Copy to ``dest`` (written whole or not at all), hashing on the way."""
@@ -229,6 +239,9 @@ class VolumeFiles:
                 for chunk in iter(lambda: handle.read(_CHUNK), b""):
                     digest.update(chunk)
                     out.write(chunk)
+        except (tarfile.TarError, EOFError) as exc:  # the engine cut the stream: the file changed
+            tmp.unlink(missing_ok=True)
+            raise FileError(f"/mnt/data/{relpath} changed while it was read; read it again") from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

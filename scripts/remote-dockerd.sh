@@ -21,6 +21,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DIR=${CODEINTERP_REMOTE_DIR:-/tmp/codeinterp-remote}
+case "$DIR" in
+  /tmp/?*|/var/tmp/?*|/run/?*) ;;  # `down` removes it whole: only a directory of its own under a scratch root
+  *) echo "remote-dockerd.sh: CODEINTERP_REMOTE_DIR must be under /tmp, /var/tmp or /run, not '$DIR'" >&2; exit 2 ;;
+esac
 NS=${CODEINTERP_REMOTE_NETNS:-ci-remote}
 NET=${CODEINTERP_REMOTE_SUBNET:-10.231.7}
 HOST_IF="${NS:0:9}-h"   # interface names are at most 15 bytes
@@ -34,6 +38,9 @@ PIDFILE="$DIR/exec/dockerd.pid"
 
 log() { printf '[remote-dockerd] %s\n' "$*" >&2; }
 
+# The engine is this machine's: never reach it, or load an image into it, through a proxy.
+export NO_PROXY="$ENGINE_IP${NO_PROXY:+,$NO_PROXY}" no_proxy="$ENGINE_IP${no_proxy:+,$no_proxy}"
+
 remote() { docker -H "$URL" --tlsverify --tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" \
                   --tlskey "$CERTS/key.pem" "$@"; }
 
@@ -43,7 +50,10 @@ answers() { timeout 10 docker -H "$URL" --tlsverify --tlscacert "$CERTS/ca.pem" 
 dockerd_pid() {
   local pid
   pid=$(cat "$PIDFILE" 2>/dev/null || true)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
+  # Only our dockerd: a pid file outliving a crash may name a reused pid.
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "--data-root $DIR/"; then
+    echo "$pid"
+  fi
 }
 
 make_netns() {
@@ -170,7 +180,7 @@ down() {
   fi
   ip link del "$HOST_IF" 2>/dev/null || true
   if ip netns list | grep -qw "$NS"; then ip netns del "$NS"; fi
-  rm -rf "$DIR"
+  rm -rf --one-file-system "$DIR"
   log "down"
 }
 
