@@ -93,29 +93,41 @@ async def hold(backend: sandbox.DockerBackend, n: int) -> list[str]:
     """Hibernate ``n`` fresh sandboxes, all asleep at once; what they cost together, then wake a few."""
     before, sessions, started = mem_available(), [], time.monotonic()
     try:
+        stopped = ""
         for i in range(n):
-            session = await sandbox.Session.start(backend, f"bench-hold-{i}")
-            sessions.append(session)
-            result = await session.execute(f"token = {i} * 7919")
-            assert result.outcome is sandbox.Outcome.OK, result
-            await session.hibernate()
+            try:
+                session = await sandbox.Session.start(backend, f"bench-hold-{i}")
+                sessions.append(session)
+                result = await session.execute(f"token = {i} * 7919")
+                assert result.outcome is sandbox.Outcome.OK, result
+                await session.hibernate()
+            except (sandbox.SandboxError, AssertionError) as exc:  # how far it got is the figure
+                stopped = f" Stopped at {i}: sandbox {i + 1} failed: {type(exc).__name__}: {exc}"[:400]
+                print(f"hold:{stopped}", file=sys.stderr)
+                break
             if (i + 1) % 25 == 0:
                 print(f"hold: {i + 1}/{n} hibernated", file=sys.stderr)
+        asleep = [s for s in sessions if s.hibernated]
+        n = len(asleep)
+        sessions_awake = [s for s in sessions if not s.hibernated]
         elapsed = time.monotonic() - started
+        if not n:
+            return [f"\nno sandbox hibernated.{stopped}"]
         await asyncio.sleep(5)
         after = mem_available()
-        rss = sum(host_rss(s.host.name) for s in sessions)
-        disk = sum(disk_bytes(Path("/var/lib/docker/containers") / s.host.name) + workdir_bytes(s) for s in sessions)
+        rss = sum(host_rss(s.host.name) for s in asleep)
+        disk = sum(disk_bytes(Path("/var/lib/docker/containers") / s.host.name) + workdir_bytes(s) for s in asleep)
         woken = 0
         for index in range(0, n, max(1, n // 5)):  # a few, spread over the sleepers, keep their memory
-            result = await sessions[index].execute("print(token)")
+            result = await asleep[index].execute("print(token)")
             woken += int(result.outcome is sandbox.Outcome.OK and result.stdout.strip() == str(index * 7919))
         mib = 1 << 20
         return [f"\n{n} fresh sandboxes hibernated at once (measured; {elapsed:.0f} s to start and hibernate them "
                 f"one after another): host RAM of their processes {rss / mib:.1f} MiB in all; MemAvailable "
-                f"{(before - after) / mib:+.0f} MiB against before the first started (page cache included); "
+                f"{(before - after) / mib:.0f} MiB lower than before the first started (page cache included); "
                 f"disk {disk / mib:.0f} MiB in all ({disk / n / mib:.1f} MiB each); {woken} of "
-                f"{len(range(0, n, max(1, n // 5)))} woken afterwards had their variable."]
+                f"{len(range(0, n, max(1, n // 5)))} woken afterwards had their variable"
+                f"{f'; {len(sessions_awake)} left awake' if sessions_awake else ''}.{stopped}"]
     finally:
         for session in sessions:
             with contextlib.suppress(sandbox.SandboxError):
