@@ -13,7 +13,6 @@ left one behind.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ import requests
 
 from sandbox import Backend, DockerBackend, DockerConfig, LocalBackend, Session
 from sandbox._volume import release_workdir
-from tests.runtime_support import TEST_RUNTIME
+from tests.runtime_support import TEST_RUNTIME, skip_or_fail_in_ci
 
 RUN_LABEL = "codeinterp.test-run"
 
@@ -55,11 +54,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("docker") is None:
         return
     reason = docker_unreachable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set, so Docker tests may not be skipped: {reason}", pytrace=False)
-    pytest.skip(reason)
+    if reason is not None:
+        skip_or_fail_in_ci("Docker tests", reason)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-__all__ = ["TEST_RUNTIME", "UNDER_GVISOR", "runtime_env", "skip_under_gvisor"]
+__all__ = ["TEST_RUNTIME", "UNDER_GVISOR", "runtime_env", "skip_or_fail_in_ci", "skip_under_gvisor"]
 
 TEST_RUNTIME: str | None = os.environ.get("CODEINTERP_TEST_RUNTIME") or None
 UNDER_GVISOR = TEST_RUNTIME == "runsc"
@@ -25,3 +25,10 @@ def runtime_env() -> dict[str, str]:
 def skip_under_gvisor(why: str) -> pytest.MarkDecorator:
     """Skip a test that cannot apply under gVisor; ``why`` says what gVisor makes meaningless."""
     return pytest.mark.skipif(UNDER_GVISOR, reason=f"not under gVisor: {why}")
+
+
+def skip_or_fail_in_ci(what: str, reason: str) -> None:
+    """Skip for ``reason``; but under CI, where everything must run, fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set, so {what} may not be skipped: {reason}", pytrace=False)
+    pytest.skip(reason)

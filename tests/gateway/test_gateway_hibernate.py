@@ -6,7 +6,6 @@ Elsewhere they skip with the reason, unless ``CI`` is set: there they fail, as D
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ import docker
 import httpx
 import pytest
 from gateway_support import ServerFactory, ServerProcess, labelled_containers, thread_call, wait_for
+
+from tests.runtime_support import skip_or_fail_in_ci
 
 pytestmark = pytest.mark.docker
 
@@ -58,11 +59,8 @@ def runsc_unavailable_reason() -> str | None:
 @pytest.fixture(autouse=True)
 def _runsc() -> None:
     reason = runsc_unavailable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set, so hibernation tests may not be skipped: {reason}", pytrace=False)
-    pytest.skip(reason)
+    if reason is not None:
+        skip_or_fail_in_ci("hibernation tests", reason)
 
 
 
