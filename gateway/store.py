@@ -560,10 +560,20 @@ _TOUCH_CONTAINER = update(containers).where(containers.c.id == bindparam("contai
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
     # WAL lets readers run beside the one writer; synchronous=NORMAL is durable across process crashes.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # Switching a new database to WAL takes its exclusive lock, and SQLite refuses at once, without its
+    # busy wait, while another connection writes: a gateway starting beside another's migration of a
+    # new file. Once switched, the mode is the file's and this is a no-op.
+    for attempt in range(300):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except Exception as exc:  # the driver's OperationalError, whichever driver
+            if "locked" not in str(exc) or attempt == 299:
+                raise
+            time.sleep(0.1)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
