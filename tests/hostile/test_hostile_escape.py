@@ -339,9 +339,13 @@ except OSError as exc:
 def test_swapping_a_file_for_a_symlink_in_a_loop_never_yields_host_content(http: httpx.Client, bait: Path) -> None:
     box = new_container(http)
     secret = bait.read_text().encode()
+    # race.txt is a plain file when the call ends (so the call lists it and the reads below have an id);
+    # only then does the thread start swapping it for a link to the host's bait.
     call(http, box, f"""
-import os, threading
+import os, threading, time
+open('/mnt/data/race.txt', 'w').write('plain')
 def swap():
+    time.sleep(1)
     while True:
         try:
             with open('/mnt/data/race.tmp', 'w') as f:
