@@ -15,13 +15,15 @@ from urllib.parse import unquote
 
 import sandbox
 
+from .container_files import ContainerFiles
 from .containers import ContainerService, Restored
 from .errors import BadRequest, Conflict, NotFound, public_message
 from .files import FileService
 from .notebook import Cell, cell_from_call, notebook
 from .outcomes import error_of, stopped_error
+from .records import ContainerRecord, Page, new_id
 from .responses import call_id_of
-from .store import ContainerRecord, Page, Store, new_id
+from .store import Store
 from .transfer import keep_file
 
 __all__ = ["CallRun", "CallService", "annotate"]
@@ -102,8 +104,8 @@ class CallRun:
 
 class CallService:
     def __init__(self, store: Store, files: FileService, containers: ContainerService,
-                 default_timeout: float, max_timeout: float) -> None:
-        self.store, self.files, self.containers = store, files, containers
+                 container_files: ContainerFiles, default_timeout: float, max_timeout: float) -> None:
+        self.store, self.files, self.containers, self.container_files = store, files, containers, container_files
         self.default_timeout, self.max_timeout = default_timeout, max_timeout
         self._running: dict[str, CallRun] = {}  # by call id, until the call's end is recorded
 
@@ -123,7 +125,7 @@ class CallService:
                 raise BadRequest("'timeout' must be a positive number of seconds.", param="timeout")
             seconds = min(timeout or self.default_timeout, self.max_timeout)
             # No touch here: the lease keeps the sandbox from expiring, and the end of the call touches it.
-            await self.containers.place_missing(owner, record, session, file_ids)
+            await self.container_files.place_missing(owner, record, session, file_ids)
             run = CallRun(id=new_id("call_"), code=code, container_id=record.id, thread_id=thread_id,
                           created_at=int(time.time()), restored=restored, streamed=stream, background=background)
             if stream or background:

@@ -21,14 +21,16 @@ from .auth import KeyRing
 from .blobs import BlobStore
 from .calls import CallService
 from .capacity import Capacity, HostMeter
+from .container_files import ContainerFiles
 from .containers import ContainerService, SandboxDefaults
 from .files import FileService
 from .mcp_endpoint import McpEndpoint
 from .metrics import Metrics
 from .nodes import NodeDirectory, install_forwarding
+from .records import ContainerRecord
 from .routes.context import Services
 from .settings import Settings
-from .store import ContainerRecord, Store
+from .store import Store
 from .toolserver import ToolLimits
 
 __all__ = ["Gateway"]
@@ -88,9 +90,10 @@ class Gateway:
             thread_expiry_minutes=s.thread_expiry_minutes, capacity_wait=s.capacity_wait,
             pool_size=s.pool_size, pool_pause=s.pool_pause, host_memory=s.host_memory, hibernate=s.hibernate,
             checkpoint_budget=sandbox.parse_size(s.checkpoint_budget)), self.capacity, node=s.node, nodes=self.nodes)
-        calls = CallService(self.store, files, containers, s.default_timeout, s.max_timeout)
-        return Services(files=files, containers=containers, calls=calls, keys=KeyRing(s.api_keys),
-                        sse_keepalive=s.sse_keepalive)
+        container_files = ContainerFiles(containers)
+        calls = CallService(self.store, files, containers, container_files, s.default_timeout, s.max_timeout)
+        return Services(files=files, containers=containers, container_files=container_files, calls=calls,
+                        keys=KeyRing(s.api_keys), sse_keepalive=s.sse_keepalive)
 
     @cached_property
     def capacity(self) -> Capacity:
@@ -103,8 +106,8 @@ class Gateway:
     def metrics(self) -> Metrics:
         containers = self.services.containers
         metrics = Metrics(sessions=lambda: containers.live_count, storage_bytes=lambda: self.blobs.used_bytes(),
-                          hibernated=lambda: containers.hibernated_count,
-                          checkpoint_bytes=lambda: containers.checkpoint_bytes)
+                          hibernated=lambda: len(containers.hibernations),
+                          checkpoint_bytes=lambda: containers.hibernations.bytes)
         containers.on_restore = metrics.observe_restore
         return metrics
 
@@ -204,7 +207,7 @@ class Gateway:
             return False
         if not size:
             log.warning("hibernated sandbox has no checkpoint", extra={"container_id": record.id})
-        self.services.containers.adopt_hibernated(record.id, session, size)
+        self.services.containers.hibernations.adopt(record.id, session, size)
         log.info("adopted a hibernated sandbox", extra={"container_id": record.id})
         return True
 

@@ -23,18 +23,20 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import BinaryIO
 
 import sandbox
 
-from .capacity import Capacity, Refusal
-from .errors import AtCapacity, BadRequest, Conflict, HeldElsewhere, NotFound
+from .capacity import Capacity
+from .container_files import place
+from .errors import BadRequest, Conflict, HeldElsewhere, NotFound
 from .files import FileService
+from .hibernations import Hibernations
+from .leases import Leases
 from .nodes import NodeDirectory
-from .pool import WarmPool
-from .store import ContainerFileRecord, ContainerRecord, FileRecord, Page, Store, new_id
-from .transfer import FileSource, collect_version, restore_files, save_files
+from .records import ContainerRecord, FileRecord, Page, new_id
+from .slots import Slots
+from .store import Store
+from .transfer import FileSource, restore_files, save_files
 
 __all__ = ["MEMORY_LIMITS", "ContainerService", "Restored", "SandboxDefaults"]
 
@@ -76,91 +78,36 @@ class ContainerService:
         # The record of each live thread's container, so that a thread's call needs no query to find
         # it. Only trusted while its id is in _live: expiry and delete take it out of _live first.
         self._thread_records: dict[tuple[str, str], ContainerRecord] = {}
-        self._leases: dict[str, int] = {}
+        self.leases = Leases()
         # Weak: a thread's lock lives while a request holds or waits on it, not for ever.
         self._thread_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = \
             weakref.WeakValueDictionary()
-        self._starting = 0  # slots held by sandboxes being started or set up, not yet in _live
-        # Hibernated: no RAM, no process, a checkpoint on disk. Not in _live, and not counted in in_use.
-        self._hibernated: dict[str, sandbox.Session] = {}
-        self._checkpoints: dict[str, int] = {}  # bytes of each hibernated sandbox's checkpoint
+        # Hibernated: not in _live, and not counted in in_use.
+        self.hibernations = Hibernations(store, enabled=defaults.hibernate, budget=defaults.checkpoint_budget)
         self.on_restore: Callable[[str, float], None] | None = None  # (kind, seconds), for metrics
         self._expiring: dict[str, asyncio.Event] = {}  # set once a container's files are saved
-        self._deleting: set[str] = set()  # no new lease, no expiry: a delete is interrupting and removing it
-        self._on_delete: dict[str, set[Callable[[], None]]] = {}  # interrupts of the calls running in each
-        self._unleased: dict[str, asyncio.Event] = {}  # set when the last lease ends, for a waiting delete
-        self._room = asyncio.Lock()
-        self.pool = WarmPool(self._start_pooled, defaults.pool_size, pause=defaults.pool_pause,
-                             may_start=lambda: self._refusal() is None)
+        self.slots = Slots(backend, capacity, limits=defaults.limits, labels=defaults.labels,
+                           wait=defaults.capacity_wait, pool_size=defaults.pool_size, pool_pause=defaults.pool_pause,
+                           live=lambda: len(self._live), evict_one=self._evict_one)
+        self.pool = self.slots.pool
 
     @property
     def live_count(self) -> int:
         return len(self._live)
 
-    @property
-    def hibernated_count(self) -> int:
-        return len(self._hibernated)
-
-    @property
-    def checkpoint_bytes(self) -> int:
-        return sum(self._checkpoints.values())
+    def is_live(self, container_id: str) -> bool:
+        """Whether its sandbox runs here now (not expired, hibernated or held by another gateway)."""
+        return container_id in self._live
 
     @property
     def in_use(self) -> int:
-        return len(self._live) + self._starting + self.pool.ready + self.pool.starting
-
-    def _refusal(self) -> Refusal | None:
-        # Sandboxes still starting do not show in the measured memory yet: the policy counts them.
-        return self.capacity.refusal(self.in_use, starting=self._starting + self.pool.starting)
+        return self.slots.in_use
 
     # -- sandboxes and capacity ---------------------------------------------------
 
-    async def _start_pooled(self) -> sandbox.Session:
-        return await sandbox.Session.start(self.backend, f"pool-{new_id('')[:12]}", limits=self.defaults.limits,
-                                 labels={**self.defaults.labels, "codeinterp.pooled": "1"})
-
-    async def _new_session(self, container_id: str, memory_limit: str) -> sandbox.Session:
-        """A pooled sandbox when one fits, else a new one once there is room; 429 when there is none.
-
-        The session holds a slot (counted in ``_starting``) until ``_adopt`` or ``_abandon``.
-        """
-        if memory_limit == self.defaults.limits.memory and (pooled := self.pool.take()) is not None:
-            self._starting += 1
-            return pooled
-        await self._reserve_slot()
-        try:
-            return await sandbox.Session.start(
-                self.backend, container_id, limits=replace(self.defaults.limits, memory=memory_limit),
-                labels={**self.defaults.labels, "codeinterp.container": container_id})
-        except BaseException:
-            self._starting -= 1
-            raise
-
-    async def _reserve_slot(self) -> None:
-        """Count one more sandbox in ``_starting`` once there is room (evicting idle ones); 429 if none."""
-        deadline = time.monotonic() + self.defaults.capacity_wait
-        while True:
-            async with self._room:
-                refusal = self._refusal()
-                if refusal is None:
-                    self._starting += 1
-                    break
-            if refusal.evicting_helps and (await self.pool.release_one() or await self._evict_one()):
-                continue
-            if time.monotonic() >= deadline:
-                busy = " and every sandbox is busy" if refusal.evicting_helps else ""
-                log.warning("no room for a sandbox", extra={"reason": refusal.reason, "live": self.in_use})
-                raise AtCapacity(f"No room for another sandbox now: {refusal.reason}{busy}. Retry shortly.",
-                                 retry_after=5)
-            await asyncio.sleep(0.25)
-
     def _adopt(self, container_id: str, session: sandbox.Session) -> None:
         self._live[container_id] = session
-        self._starting -= 1
-
-    async def _abandon(self, session: sandbox.Session) -> None:
-        self._starting -= 1
-        await session.close()
+        self.slots.adopted()
 
     async def _settled(self, container_id: str) -> None:
         """Wait until an expiry under way has saved the container's files."""
@@ -170,7 +117,7 @@ class ContainerService:
 
     async def _evict_one(self) -> bool:
         """Expire the least recently used idle sandbox, files kept. True if one was."""
-        idle = [(s.last_active, cid) for cid, s in self._live.items() if not self._leases.get(cid)]
+        idle = [(s.last_active, cid) for cid, s in self._live.items() if not self.leases.held(cid)]
         for _, container_id in sorted(idle):
             if await self.expire(container_id, reason="evicted"):
                 return True
@@ -179,10 +126,10 @@ class ContainerService:
     async def lease_awake(self, record: ContainerRecord) -> tuple[sandbox.Session, Restored | None]:
         """Like ``lease``, but a hibernated sandbox is woken first (and how it came back is returned)."""
         restored = None
-        if record.id in self._hibernated or record.id in self._expiring:
+        if record.id in self.hibernations or record.id in self._expiring:
             async with self._thread_lock(record.owner, record.thread_id or record.id):
                 await self._settled(record.id)
-                if record.id in self._hibernated:
+                if record.id in self.hibernations:
                     woken = await self._restore(record)
                     if woken is None:  # deleted, or taken by another gateway, meanwhile
                         raise Conflict(f"Container {record.id} is no longer available here.", param="container_id")
@@ -190,18 +137,11 @@ class ContainerService:
         return self.lease(record), restored
 
     async def relieve_memory(self) -> int:
-        """While free memory is under the reserve, expire idle sandboxes (pooled ones first, then the
-        least recently used; files kept). Returns how many went."""
-        gone = 0
-        while self.capacity.short_of_memory() and (await self.pool.release_one() or await self._evict_one()):
-            gone += 1
-        if gone:
-            log.warning("memory low: idle sandboxes expired", extra={"count": gone, "live": self.live_count})
-        return gone
+        return await self.slots.relieve_memory()
 
     def lease(self, record: ContainerRecord) -> sandbox.Session:
         """The live session, held against expiry until ``release``."""
-        if record.id in self._deleting:
+        if record.id in self.leases.deleting:
             raise NotFound(f"No such Container object: {record.id} (it was deleted)", param="container_id")
         session = self._live.get(record.id)
         if session is None and record.status in ("running", "hibernated") and record.node not in (None, self.node):
@@ -210,30 +150,15 @@ class ContainerService:
             state = "expired" if record.status in ("expired", "running") else record.status
             raise Conflict(f"Container {record.id} is {state}; its files can still be listed and downloaded. "
                            "Create a new container to run code.", param="container_id")
-        self._leases[record.id] = self._leases.get(record.id, 0) + 1
+        self.leases.take(record.id)
         return session
 
     def release(self, container_id: str) -> None:
-        count = self._leases.get(container_id, 0) - 1
-        if count > 0:
-            self._leases[container_id] = count
-        else:
-            self._leases.pop(container_id, None)
-            if (unleased := self._unleased.pop(container_id, None)) is not None:
-                unleased.set()
+        self.leases.release(container_id)
 
     def on_delete(self, container_id: str, interrupt: Callable[[], None]) -> Callable[[], None]:
         """Call ``interrupt`` if the container is deleted (at once if it is being deleted); returns the undo."""
-        callbacks = self._on_delete.setdefault(container_id, set())
-        callbacks.add(interrupt)
-        if container_id in self._deleting:
-            interrupt()
-
-        def undo() -> None:
-            callbacks.discard(interrupt)
-            if not callbacks and self._on_delete.get(container_id) is callbacks:
-                del self._on_delete[container_id]
-        return undo
+        return self.leases.on_delete(container_id, interrupt)
 
     @asynccontextmanager
     async def leased(self, record: ContainerRecord) -> AsyncIterator[sandbox.Session]:
@@ -259,7 +184,7 @@ class ContainerService:
         self.check_memory_limit(memory_limit)
         stored = await self.check_file_ids(owner, file_ids)
         container_id = new_id("cntr_")
-        session = await self._new_session(container_id, memory_limit)
+        session = await self.slots.start(container_id, memory_limit)
         now = time.time()
         record = ContainerRecord(id=container_id, owner=owner, name=name, thread_id=thread_id, status="running",
                                  created_at=int(now), last_active_at=now, expires_minutes=expires_minutes,
@@ -268,13 +193,13 @@ class ContainerService:
         try:
             added = await self.store.add_container(record)
             if not added:
-                await self._abandon(session)
+                await self.slots.abandon(session)
                 return None
             for file_record in stored:
-                await self._place(container_id, session, file_record)
+                await place(self.store, self.files, container_id, session, file_record)
         except BaseException:
             # The caller never learns this container's id: it must not outlive the request.
-            await self._abandon(session)
+            await self.slots.abandon(session)
             if added:
                 await self.store.update_container(container_id, status="deleted", thread_id=None)
             raise
@@ -342,10 +267,10 @@ class ContainerService:
             await self._delete(record.id)
 
     async def _delete(self, container_id: str) -> None:
-        if container_id in self._deleting:
+        if container_id in self.leases.deleting:
             raise NotFound(f"No such Container object: {container_id} (it is being deleted)",
                            param="container_id")
-        self._deleting.add(container_id)
+        self.leases.deleting.add(container_id)
         self._forget_thread(container_id)  # before any await: the thread's next call must not find it
         # Shielded: a client that hangs up must not leave the container half deleted.
         await asyncio.shield(asyncio.ensure_future(self._remove(container_id)))
@@ -355,23 +280,15 @@ class ContainerService:
             await self._settled(container_id)
             # First: from here on no lookup finds it, so nothing can lease or restore it.
             await self.store.update_container(container_id, status="deleted", thread_id=None)
-            for interrupt in list(self._on_delete.get(container_id, ())):
-                interrupt()
-            if self._leases.get(container_id):
-                unleased = self._unleased.setdefault(container_id, asyncio.Event())
-                # An interrupted call ends within the interrupt grace, or a kernel restart if it ignores it.
-                limits = self.defaults.limits
-                try:
-                    await asyncio.wait_for(unleased.wait(), limits.interrupt_grace + limits.start_timeout + 30)
-                except TimeoutError:
-                    log.warning("removing a container still in use", extra={"container_id": container_id})
-            session = self._live.pop(container_id, None) or self._hibernated.pop(container_id, None)
-            self._checkpoints.pop(container_id, None)
+            # An interrupted call ends within the interrupt grace, or a kernel restart if it ignores it.
+            limits = self.defaults.limits
+            await self.leases.interrupt_and_wait(container_id, limits.interrupt_grace + limits.start_timeout + 30)
+            asleep = self.hibernations.take(container_id)
+            session = self._live.pop(container_id, None) or (asleep[0] if asleep else None)
             if session is not None:
                 await session.close()  # a hibernated one's checkpoint goes with its container
         finally:
-            self._deleting.discard(container_id)
-            self._unleased.pop(container_id, None)
+            self.leases.deleted(container_id)
         log.info("container deleted", extra={"container_id": container_id})
 
     async def thread_session(self, owner: str, thread_id: str, *, memory_limit: str | None = None,
@@ -383,7 +300,7 @@ class ContainerService:
         """
         async with self._thread_lock(owner, thread_id):
             known = self._thread_records.get((owner, thread_id))
-            if (known is not None and known.id in self._live and known.id not in self._deleting
+            if (known is not None and known.id in self._live and known.id not in self.leases.deleting
                     and memory_limit in (None, known.memory_limit)):
                 return known, self.lease(known), None
             while True:
@@ -429,7 +346,7 @@ class ContainerService:
         in it become incomplete.
         """
         await self._settled(record.id)  # its files may still be on their way into the store
-        hibernated = record.id in self._hibernated
+        hibernated = record.id in self.hibernations
         if not await self.store.claim(record.id, node=self.node, held_by=record.node):
             return None
         if record.node not in (None, self.node):
@@ -437,13 +354,13 @@ class ContainerService:
                         extra={"container_id": record.id, "node": record.node})
         started = time.monotonic()
         reason = None
-        session = self._hibernated.pop(record.id, None) if hibernated else None
-        if session is not None:
-            self._checkpoints.pop(record.id, None)
+        asleep = self.hibernations.take(record.id) if hibernated else None
+        if asleep is not None:
+            session, size = asleep
             try:
-                await self._reserve_slot()
+                await self.slots.reserve()
             except BaseException:
-                self._hibernated[record.id] = session  # no room now: it sleeps on, wakeable later
+                self.hibernations.adopt(record.id, session, size)  # no room now: it sleeps on, wakeable later
                 await self.store.update_container(record.id, status="hibernated", only_if="running")
                 raise
             try:
@@ -452,9 +369,9 @@ class ContainerService:
                 # Its files were kept in the store when it hibernated: restore those instead.
                 reason = str(exc)
                 log.warning("wake failed; restoring files", extra={"container_id": record.id, "error": reason})
-                await self._abandon(session)
+                await self.slots.abandon(session)
             except BaseException:
-                await self._abandon(session)
+                await self.slots.abandon(session)
                 await self.store.update_container(record.id, status="expired", only_if="running")
                 raise
             else:
@@ -464,14 +381,14 @@ class ContainerService:
                 log.info("container woken", extra={"container_id": record.id})
                 return record, Restored("memory")
         try:
-            session = await self._new_session(record.id, record.memory_limit)
+            session = await self.slots.start(record.id, record.memory_limit)
         except BaseException:
             await self.store.update_container(record.id, status="expired", only_if="running")
             raise
         try:
             await restore_files(self.store, self.files, record, session)
         except BaseException:
-            await self._abandon(session)
+            await self.slots.abandon(session)
             await self.store.update_container(record.id, status="expired", only_if="running")
             raise
         self._adopt(record.id, session)
@@ -497,7 +414,7 @@ class ContainerService:
         that a wake that fails later can fall back on them.
         """
         session = self._live.get(container_id)
-        if session is None or container_id in self._deleting or (self._leases.get(container_id) and not force):
+        if session is None or container_id in self.leases.deleting or (self.leases.held(container_id) and not force):
             return False
         del self._live[container_id]  # before any await: no new lease can take it now
         self._forget_thread(container_id)
@@ -509,7 +426,7 @@ class ContainerService:
                 if record is not None:
                     await self.save(record, session)
             finally:
-                hibernated = await self._hibernate_or_close(container_id, session)
+                hibernated = await self.hibernations.sleep(container_id, session)
         finally:
             # Only a running record of ours expires: a delete meanwhile stays deleted.
             await self.store.update_container(container_id, status="hibernated" if hibernated else "expired",
@@ -519,40 +436,8 @@ class ContainerService:
         log.info("container hibernated" if hibernated else "container expired",
                  extra={"container_id": container_id, "reason": reason})
         if hibernated:
-            await self._within_budget()
+            await self.hibernations.within_budget()
         return True
-
-    async def _hibernate_or_close(self, container_id: str, session: sandbox.Session) -> bool:
-        """True if the sandbox hibernated; else it is closed (memory lost, files kept in the store)."""
-        if self.defaults.hibernate and session.can_hibernate:
-            try:
-                size = await session.hibernate()
-            except sandbox.SandboxError as exc:
-                log.warning("hibernation failed; expiring", extra={"container_id": container_id, "error": str(exc)})
-            else:
-                self._hibernated[container_id] = session
-                self._checkpoints[container_id] = size
-                return True
-        await session.close()
-        return False
-
-    def adopt_hibernated(self, container_id: str, session: sandbox.Session, size: int) -> None:
-        """A hibernated sandbox found at startup: wakeable again by its container's next call."""
-        self._hibernated[container_id] = session
-        self._checkpoints[container_id] = size
-
-    async def _within_budget(self) -> None:
-        """Drop the least recently used hibernations to files-only while checkpoints exceed the budget."""
-        for _, container_id in sorted((s.last_active, cid) for cid, s in self._hibernated.items()):
-            if self.checkpoint_bytes <= self.defaults.checkpoint_budget:
-                return
-            session = self._hibernated.pop(container_id, None)
-            self._checkpoints.pop(container_id, None)
-            if session is None:
-                continue
-            await session.close()
-            await self.store.update_container(container_id, status="expired", only_if="hibernated")
-            log.info("hibernation dropped to files", extra={"container_id": container_id, "reason": "budget"})
 
     async def save(self, record: ContainerRecord, source: FileSource) -> int:
         return await save_files(self.store, self.files, record, source)
@@ -577,67 +462,3 @@ class ContainerService:
                 await self.expire(container_id, reason="shutdown", force=True)
             except Exception:  # one failure must not keep the others running
                 log.exception("could not expire at shutdown", extra={"container_id": container_id})
-
-    # -- files in /mnt/data ----------------------------------------------------------
-
-    async def _place(self, container_id: str, session: sandbox.Session, stored: FileRecord) -> ContainerFileRecord:
-        with open(self.files.content_path(stored), "rb") as handle:
-            info = await session.write_file(stored.filename, handle)
-        return await self.store.upsert_container_file(ContainerFileRecord(
-            id=new_id("cfile_"), container_id=container_id, path=info.sandbox_path, bytes=info.size,
-            source="user", file_id=stored.id, sha256=info.sha256, created_at=int(time.time()), mtime=info.mtime))
-
-    async def add_stored_file(self, owner: str, record: ContainerRecord, file_id: str) -> ContainerFileRecord:
-        stored = await self.files.get(owner, file_id)
-        async with self.leased(record) as session:
-            return await self._place(record.id, session, stored)
-
-    async def add_upload(self, owner: str, record: ContainerRecord, filename: str,
-                         source: BinaryIO) -> ContainerFileRecord:
-        async with self.leased(record) as session:
-            stored = await self.files.store_file(owner, filename, "user_data", source)
-            return await self._place(record.id, session, stored)
-
-    async def place_missing(self, owner: str, record: ContainerRecord, session: sandbox.Session,
-                            file_ids: Sequence[str]) -> None:
-        """Place the given stored files unless this container already has them."""
-        if not file_ids:
-            return
-        stored = await self.check_file_ids(owner, file_ids)
-        present = {row.file_id for row in await self.store.container_files(record.id) if row.source == "user"}
-        for file_record in stored:
-            if file_record.id not in present:
-                await self._place(record.id, session, file_record)
-
-    async def list_files(self, record: ContainerRecord) -> list[ContainerFileRecord]:
-        """What is in /mnt/data now; files the code wrote are recorded as source "assistant"."""
-        if record.id not in self._live:
-            return await self.store.container_files(record.id)  # expired: what was kept
-        async with self.leased(record) as session:
-            current = {info.sandbox_path: info.size for info in await session.list_files()}
-            result, forgotten = await self.store.sync_container_files(record.id, current)
-        for file_id in forgotten:  # the code changed the file: that stored copy is superseded
-            await collect_version(self.store, self.files, record, file_id)
-        return sorted(result, key=lambda r: (r.created_at, r.path))
-
-    async def get_file(self, record: ContainerRecord, cfile_id: str) -> ContainerFileRecord:
-        for row in await self.list_files(record):
-            if row.id == cfile_id:
-                return row
-        raise NotFound(f"No such Container File object: {cfile_id}", param="file_id")
-
-    async def export(self, record: ContainerRecord, row: ContainerFileRecord) -> tuple[Path, bool]:
-        """A host path with the file's bytes, and whether it is a scratch copy to delete after use."""
-        if record.id in self._live:
-            tmp = self.files.blobs.scratch()
-            async with self.leased(record) as session:
-                await session.export_file(row.path, tmp)
-            return tmp, True
-        if row.file_id is not None:
-            return self.files.blobs.path(row.file_id), False
-        raise NotFound(f"The content of {row.id} was not kept.", param="file_id")
-
-    async def delete_file(self, record: ContainerRecord, row: ContainerFileRecord) -> None:
-        async with self.leased(record) as session:
-            await session.delete_file(row.path)
-        await self.store.delete_container_files([row.id])

@@ -11,7 +11,8 @@ import sandbox
 
 from .blobs import BlobStore
 from .errors import BadRequest, NotFound
-from .store import FileRecord, Page, Store, new_id
+from .records import FileRecord, Page, new_id
+from .store import Store
 
 __all__ = ["PURPOSES", "FileService"]
 

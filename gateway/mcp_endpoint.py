@@ -63,9 +63,9 @@ class McpEndpoint:
         if request is None or not session_id:
             raise WorkspaceError("This server keeps one sandbox per MCP session: connect with an initialize "
                                  "handshake (protocol 2025-11-25 or earlier) so that requests carry a session id.")
-        containers = self.services.containers
-        return ThreadWorkspace(containers, self.services.calls, self.services.files, request.state.owner,
-                               thread_of_session(session_id))
+        services = self.services
+        return ThreadWorkspace(services.containers, services.container_files, services.calls, services.files,
+                               request.state.owner, thread_of_session(session_id))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,8 +84,9 @@ class McpEndpoint:
         if request.method != "DELETE" or not session_id:
             await self.manager.handle_request(scope, receive, send)
             return
-        ending = ThreadWorkspace(self.services.containers, self.services.calls, self.services.files, owner,
-                                 thread_of_session(session_id))
+        services = self.services
+        ending = ThreadWorkspace(services.containers, services.container_files, services.calls, services.files,
+                                 owner, thread_of_session(session_id))
 
         async def end_first(message: Message) -> None:
             # The manager accepted the client's DELETE: remove the sandbox before the client hears so.

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .store import ContainerFileRecord, ContainerRecord, FileRecord
+from .records import ContainerFileRecord, ContainerRecord, FileRecord
 
 __all__ = [
     "AnnotateRequest",

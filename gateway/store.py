@@ -7,29 +7,17 @@ SQLite file through the URL setting alone. Rows are returned as frozen records.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
     Table,
     Text,
-    UniqueConstraint,
     bindparam,
     cast,
     create_engine,
@@ -48,77 +36,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["CallRecord", "ContainerFileRecord", "ContainerRecord", "FileRecord", "NodeRecord", "Page", "Store",
-           "incomplete_body", "new_id"]
+from .records import CallRecord, ContainerFileRecord, ContainerRecord, FileRecord, NodeRecord, Page, new_id
+from .tables import calls, container_files, containers, files, nodes
 
-metadata = MetaData()
-
-files = Table(
-    "files", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(64), unique=True, nullable=False),
-    Column("owner", String(64), nullable=False, index=True),
-    Column("filename", Text, nullable=False),
-    Column("bytes", BigInteger, nullable=False),
-    Column("purpose", String(32), nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("created_at", Integer, nullable=False),
-)
-
-containers = Table(
-    "containers", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(64), unique=True, nullable=False),
-    Column("owner", String(64), nullable=False, index=True),
-    Column("name", Text, nullable=False),
-    Column("thread_id", String(128), nullable=True),
-    Column("status", String(16), nullable=False),
-    Column("created_at", Integer, nullable=False),
-    Column("last_active_at", Float, nullable=False),
-    Column("expires_minutes", Float, nullable=False),
-    Column("memory_limit", String(8), nullable=False),
-    Column("docker_id", String(80), nullable=True),
-    Column("node", String(128), nullable=True),  # the gateway that holds its live sandbox
-    UniqueConstraint("owner", "thread_id", name="uq_container_thread"),
-    Index("ix_containers_node_status", "node", "status"),
-)
-
-container_files = Table(
-    "container_files", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(64), unique=True, nullable=False),
-    Column("container_id", String(64), ForeignKey("containers.id"), nullable=False),
-    Column("path", Text, nullable=False),
-    Column("bytes", BigInteger, nullable=False),
-    Column("source", String(16), nullable=False),
-    Column("file_id", String(64), nullable=True),  # the stored copy, when there is one
-    Column("sha256", String(64), nullable=True),
-    Column("mtime", Float, nullable=True),  # of the version stored, so an unchanged file is not copied again
-    Column("created_at", Integer, nullable=False),
-    UniqueConstraint("container_id", "path", name="uq_container_path"),
-)
-
-calls = Table(
-    "calls", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(64), unique=True, nullable=False),
-    Column("container_id", String(64), ForeignKey("containers.id"), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("body", JSON, nullable=False),
-    Column("created_at", Integer, nullable=False),
-    Column("node", String(128), nullable=True),  # the gateway that runs it
-    Index("ix_calls_container", "container_id", "seq"),
-    Index("ix_calls_node_status", "node", "status"),
-)
-
-nodes = Table(
-    "nodes", metadata,
-    Column("name", String(128), primary_key=True),
-    Column("url", Text, nullable=True),  # where other nodes forward this node's threads' requests
-    Column("started_at", Float, nullable=False),
-    Column("seen_at", Float, nullable=False),  # its last heartbeat
-)
-
+__all__ = ["Store", "incomplete_body"]
 
 # SQLite through aiosqlite: each pooled connection is a thread, and each round trip to it a thread
 # hop. A fixed pool (no overflow): the default 5 + 10 overflow opened and closed a connection, a
@@ -127,73 +48,6 @@ nodes = Table(
 # every transaction here ends in a commit or rollback, and closing a connection rolls back what
 # it began, so the reset only cost one more hop per query.
 _SQLITE_POOL: dict[str, Any] = {"pool_size": 16, "max_overflow": 0, "pool_reset_on_return": None}
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}{secrets.token_hex(12)}"
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    id: str
-    owner: str
-    filename: str
-    bytes: int
-    purpose: str
-    sha256: str
-    created_at: int
-
-
-@dataclass(frozen=True)
-class ContainerRecord:
-    id: str
-    owner: str
-    name: str
-    thread_id: str | None
-    status: str
-    created_at: int
-    last_active_at: float
-    expires_minutes: float
-    memory_limit: str
-    docker_id: str | None
-    node: str | None = None
-
-
-@dataclass(frozen=True)
-class ContainerFileRecord:
-    id: str
-    container_id: str
-    path: str
-    bytes: int
-    source: str
-    file_id: str | None
-    sha256: str | None
-    created_at: int
-    mtime: float | None = None
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    id: str
-    container_id: str
-    status: str
-    body: dict[str, Any]
-    created_at: int
-    node: str | None = None
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    name: str
-    url: str | None
-    started_at: float
-    seen_at: float
-
-
-@dataclass(frozen=True)
-class Page:
-    data: Sequence[Any]
-    has_more: bool
 
 
 def _record(cls: type[Any], row: Row[Any]) -> Any:

@@ -11,7 +11,8 @@ from typing import Protocol
 import sandbox
 
 from .files import FileService
-from .store import ContainerFileRecord, ContainerRecord, Store, new_id
+from .records import ContainerFileRecord, ContainerRecord, new_id
+from .store import Store
 
 __all__ = ["MAX_SAVED_FILES", "FileSource", "collect_version", "keep_file", "restore_files", "save_files"]
 

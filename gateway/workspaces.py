@@ -20,11 +20,12 @@ from typing import Protocol
 import sandbox
 
 from .calls import CallService
+from .container_files import ContainerFiles
 from .containers import ContainerService, Restored
 from .errors import GatewayError, NotFound
 from .files import FileService
 from .outcomes import error_of
-from .store import ContainerRecord
+from .records import ContainerRecord
 
 __all__ = ["DATA_DIR", "MAX_DOWNLOAD_BYTES", "FileEntry", "RunOutput", "SandboxWorkspace", "ThreadWorkspace",
            "Workspace", "WorkspaceError", "relative_path"]
@@ -176,6 +177,7 @@ class ThreadWorkspace:
     """One MCP session on the gateway: the thread ``thread_id`` of ``owner``."""
 
     containers: ContainerService
+    container_files: ContainerFiles
     calls: CallService
     files: FileService
     owner: str
@@ -219,7 +221,7 @@ class ThreadWorkspace:
     async def upload(self, name: str, data: bytes) -> FileEntry:
         async with self._leased() as (record, _, _):
             with _translated():
-                row = await self.containers.add_upload(self.owner, record, name, BytesIO(data))
+                row = await self.container_files.add_upload(self.owner, record, name, BytesIO(data))
         return FileEntry(relative_path(row.path), row.bytes)
 
     async def list_files(self) -> list[FileEntry]:
@@ -227,12 +229,13 @@ class ThreadWorkspace:
         if record is None:
             return []
         with _translated():
-            return [FileEntry(relative_path(row.path), row.bytes) for row in await self.containers.list_files(record)]
+            rows = await self.container_files.list_files(record)
+        return [FileEntry(relative_path(row.path), row.bytes) for row in rows]
 
     async def read(self, path: str) -> bytes:
         wanted = f"{DATA_DIR}/{relative_path(path)}"
         record = await self._record()
-        rows = await self.containers.list_files(record) if record is not None else []
+        rows = await self.container_files.list_files(record) if record is not None else []
         row = next((r for r in rows if r.path == wanted), None)
         if record is None or row is None:
             raise WorkspaceError(f"No file {wanted}; list_files() shows what is there.")
@@ -241,7 +244,7 @@ class ThreadWorkspace:
                                  f"carries; download it over HTTP: GET /v1/containers/{record.id}/files/{row.id}"
                                  "/content.")
         with _translated():
-            source, scratch = await self.containers.export(record, row)
+            source, scratch = await self.container_files.export(record, row)
         try:
             return await asyncio.to_thread(source.read_bytes)
         finally:

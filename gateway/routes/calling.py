@@ -43,10 +43,12 @@ def call_view(request: Request, owner: str, shape: CallFormat, image_url: ImageU
     return CallView(shape, ImageUrls(services.files, owner, base, inline=image_url == "data"))
 
 
-def _view_query(request: Request, owner: Annotated[str, Depends(owner_of)],
-                shape: Annotated[CallFormat, Query(alias="format", description="run_step or responses")] = "run_step",
-                image_url: Annotated[ImageUrlMode, Query(description="Responses images: gateway or data")] = "gateway",
-                ) -> CallView:
+async def _view_query(
+        request: Request, owner: Annotated[str, Depends(owner_of)],
+        shape: Annotated[CallFormat, Query(alias="format", description="run_step or responses")] = "run_step",
+        image_url: Annotated[ImageUrlMode, Query(description="Responses images: gateway or data")] = "gateway",
+) -> CallView:
+    # async: a plain def dependency would hop to the threadpool on every request for microseconds of work.
     return call_view(request, owner, shape, image_url)
 
 

@@ -67,7 +67,8 @@ async def delete_container(request: Request, owner: Owner, container_id: str) ->
                      "file": {"type": "string", "format": "binary"}}}},
                  "application/json": {"schema": CreateContainerFileRequest.model_json_schema()}}}})
 async def create_container_file(request: Request, owner: Owner, container_id: str) -> dict[str, Any]:
-    containers = _services(request).containers
+    services = _services(request)
+    containers, mnt = services.containers, services.container_files
     record = await containers.touch(await containers.get(owner, container_id))
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -75,14 +76,14 @@ async def create_container_file(request: Request, owner: Owner, container_id: st
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise BadRequest("Missing required parameter: 'file' (a multipart file part).", param="file")
-        row = await containers.add_upload(owner, record, checked_filename(upload.filename), upload.file)
+        row = await mnt.add_upload(owner, record, checked_filename(upload.filename), upload.file)
     elif content_type.startswith("application/json"):
         try:
             body = CreateContainerFileRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise BadRequest("Send JSON {\"file_id\": \"file-...\"}: " + exc.errors()[0]["msg"],
                              param="file_id") from exc
-        row = await containers.add_stored_file(owner, record, body.file_id)
+        row = await mnt.add_stored_file(owner, record, body.file_id)
     else:
         raise BadRequest("Send the file as multipart/form-data ('file') or JSON {\"file_id\": ...}.")
     return container_file_object(row)
@@ -91,9 +92,10 @@ async def create_container_file(request: Request, owner: Owner, container_id: st
 @router.get("/{container_id}/files", summary="List the files in a container's /mnt/data")
 async def list_container_files(request: Request, owner: Owner, container_id: str, limit: Limit = 20,
                                order: Order = "desc", after: str | None = None) -> dict[str, Any]:
-    containers = _services(request).containers
+    services = _services(request)
+    containers, mnt = services.containers, services.container_files
     record = await containers.touch(await containers.get(owner, container_id))
-    rows = await containers.list_files(record)
+    rows = await mnt.list_files(record)
     if order == "desc":
         rows.reverse()
     ids = [r.id for r in rows]
@@ -105,19 +107,21 @@ async def list_container_files(request: Request, owner: Owner, container_id: str
 @router.get("/{container_id}/files/{file_id}", summary="Retrieve a container file")
 async def retrieve_container_file(request: Request, owner: Owner, container_id: str,
                                   file_id: str) -> dict[str, Any]:
-    containers = _services(request).containers
+    services = _services(request)
+    containers, mnt = services.containers, services.container_files
     record = await containers.touch(await containers.get(owner, container_id))
-    return container_file_object(await containers.get_file(record, file_id))
+    return container_file_object(await mnt.get_file(record, file_id))
 
 
 @router.get("/{container_id}/files/{file_id}/content", summary="Download a container file",
             response_class=FileResponse)
 async def container_file_content(request: Request, owner: Owner, container_id: str, file_id: str,
                                  background: BackgroundTasks) -> FileResponse:
-    containers = _services(request).containers
+    services = _services(request)
+    containers, mnt = services.containers, services.container_files
     record = await containers.touch(await containers.get(owner, container_id))
-    row = await containers.get_file(record, file_id)
-    path, scratch = await containers.export(record, row)
+    row = await mnt.get_file(record, file_id)
+    path, scratch = await mnt.export(record, row)
     if scratch:
         background.add_task(path.unlink, missing_ok=True)
     media, headers = content_headers(row.path.rsplit("/", 1)[-1])
@@ -127,9 +131,10 @@ async def container_file_content(request: Request, owner: Owner, container_id: s
 @router.delete("/{container_id}/files/{file_id}", summary="Delete a container file")
 async def delete_container_file(request: Request, owner: Owner, container_id: str,
                                 file_id: str) -> dict[str, Any]:
-    containers = _services(request).containers
+    services = _services(request)
+    containers, mnt = services.containers, services.container_files
     record = await containers.touch(await containers.get(owner, container_id))
-    await containers.delete_file(record, await containers.get_file(record, file_id))
+    await mnt.delete_file(record, await mnt.get_file(record, file_id))
     return {"id": file_id, "object": "container.file.deleted", "deleted": True}
 
 

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from ..auth import KeyRing
 from ..calls import CallService
+from ..container_files import ContainerFiles
 from ..containers import ContainerService
 from ..files import FileService
 
@@ -21,6 +22,7 @@ Order = Literal["asc", "desc"]
 class Services:
     files: FileService
     containers: ContainerService
+    container_files: ContainerFiles
     calls: CallService
     keys: KeyRing
     sse_keepalive: float = 15.0  # seconds of silence before a streamed call gets a comment line

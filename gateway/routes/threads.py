@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse, Response
 
 from ..errors import BadRequest, NotFound
 from ..notebook import MEDIA_TYPE
+from ..records import ContainerRecord
 from ..responses import citations
 from ..schemas import THREAD_ID, AnnotateRequest, ThreadCallRequest, container_object, list_object
-from ..store import ContainerRecord
 from .calling import CALL_RESPONSES, View, call_view, respond
 from .context import Order, Services, owner_of
 

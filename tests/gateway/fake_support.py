@@ -13,9 +13,11 @@ import sandbox
 from gateway.blobs import BlobStore
 from gateway.calls import CallService
 from gateway.capacity import Capacity, HostMeter
+from gateway.container_files import ContainerFiles
 from gateway.containers import ContainerService, SandboxDefaults
 from gateway.files import FileService
-from gateway.store import ContainerRecord, Store
+from gateway.records import ContainerRecord
+from gateway.store import Store
 from sandbox.testing import FakeBackend, Gate
 
 __all__ = ["OWNER", "GatedStore", "Harness", "chunks", "harness", "harnessed", "settle"]
@@ -47,7 +49,9 @@ class Harness:
             capacity_wait=0.5, pool_size=0, pool_pause=0),
             # A count alone: no reserve and no cost per sandbox, so the host's memory never decides here.
             Capacity(HostMeter(), reserve=0, per_sandbox=0, cpu_pressure_limit=0, max_sandboxes=max_sandboxes))
-        self.calls = CallService(self.store, self.files, self.service, default_timeout=30, max_timeout=60)
+        self.container_files = ContainerFiles(self.service)
+        self.calls = CallService(self.store, self.files, self.service, self.container_files, default_timeout=30,
+                                 max_timeout=60)
 
     async def thread_call(self, thread_id: str) -> tuple[str, bool]:
         """A thread's call that does nothing: its container id and whether it was restored."""

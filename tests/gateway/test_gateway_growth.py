@@ -108,7 +108,7 @@ async def test_a_listed_change_drops_a_version_only_an_expiry_kept(harness: Harn
     (host,) = harness.backend.running.values()
     (host.data.path / "b.txt").write_text("changed, longer than before")
     record = await harness.service.get(OWNER, container_id)
-    rows = {r.path: r for r in await harness.service.list_files(record)}
+    rows = {r.path: r for r in await harness.container_files.list_files(record)}
     assert rows["/mnt/data/b.txt"].file_id is None
     assert not await stored(harness, expiry_only)
 

@@ -21,7 +21,9 @@ from gateway_support import PostgresCluster
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from gateway.store import ContainerFileRecord, ContainerRecord, Store, metadata, new_id
+from gateway.records import ContainerFileRecord, ContainerRecord, new_id
+from gateway.store import Store
+from gateway.tables import metadata
 
 HEAD = "0002"
 UrlFactory = Callable[[], str]
