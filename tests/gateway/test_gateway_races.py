@@ -172,3 +172,20 @@ async def test_at_capacity_a_busy_service_refuses_and_gives_every_slot_back(tmp_
             await harness.service.delete(OWNER, record.id)
         await harness.service.delete(OWNER, made.id)
         assert harness.service.in_use == 0 and harness.backend.running == {}
+
+
+async def test_a_hibernated_sandbox_refused_room_to_wake_sleeps_on_with_its_checkpoint_counted(
+        tmp_path: Path) -> None:
+    async with harnessed(tmp_path, max_sandboxes=1) as harness:
+        service = harness.service
+        record, _, _ = await service.thread_session(OWNER, "asleep")
+        service.release(record.id)
+        # The fake backend cannot checkpoint: put the sandbox to sleep the way a hibernation leaves it.
+        session = service._live.pop(record.id)
+        service.hibernations.adopt(record.id, session, 1000)
+        await harness.store.update_container(record.id, status="hibernated")
+        await service.thread_session(OWNER, "busy")  # leased: the one slot, and nothing to evict
+        with pytest.raises(AtCapacity):
+            await service.thread_session(OWNER, "asleep")
+        assert record.id in service.hibernations and await harness.status(record.id) == "hibernated"
+        assert service.hibernations.bytes == 1000  # the disk budget still counts its checkpoint
