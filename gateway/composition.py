@@ -159,6 +159,8 @@ class Gateway:
         the store knows are expired with their /mnt/data kept (a thread's next call restores them);
         containers it does not know, pooled ones included, are removed. Only this node's rows are
         touched (and rows from before nodes were recorded): other gateways on the same database run on.
+        Work dirs that no container mounts any more, left by sandboxes removed outside the gateway, are
+        released.
         """
         node = self.settings.node
         for call in await self.store.calls_in_progress(node=node):
@@ -190,6 +192,11 @@ class Gateway:
             await self.backend.remove_workdir(container)
         if leftovers:
             log.info("removed leftover containers", extra={"count": len(leftovers)})
+        if isinstance(self.backend, sandbox.DockerBackend):
+            try:  # sandboxes whose containers went some other way (docker rm): free their loop mounts
+                await self.backend.release_stale_workdirs()
+            except sandbox.SandboxError:
+                log.warning("cannot list containers to release stale work dirs; is Docker up?")
 
     async def _adopt_hibernated(self, record: ContainerRecord, container: dict[str, Any] | None) -> bool:
         """Hand a hibernated sandbox left by the last gateway to the container service; False if it cannot be."""

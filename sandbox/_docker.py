@@ -34,7 +34,7 @@ from ._errors import (
 from ._execpipe import ExecPipe
 from ._inside import source
 from ._results import FileInfo, KernelExit
-from ._volume import make_data_dir, release_workdir
+from ._volume import make_data_dir, release_stale_workdirs, release_workdir
 from ._volumefiles import VolumeFiles, data_volume_options, keep_data
 
 __all__ = ["LABEL", "DockerBackend", "DockerConfig"]
@@ -327,6 +327,18 @@ class DockerBackend(EngineFiles, Checkpointing):
         source = self._data_dir_of(container)
         if source is not None:
             await asyncio.to_thread(release_workdir, source.parent)
+
+    async def release_stale_workdirs(self, *, older_than: float = 600) -> int:
+        """Unmount and delete the work dirs whose containers are gone, removed outside this library; how many.
+
+        Every container on the local engines counts, running or not (a hibernated one keeps its dir), and
+        a listing that fails raises before anything is touched.
+        """
+        async def listing(engine: Engine) -> list[dict[str, Any]]:
+            return list(await self._call(engine, lambda: engine.client().api.containers(all=True)))
+        listed = await asyncio.gather(*(listing(e) for e in self.engines if e.host.local))
+        in_use = {source.parent for found in listed for c in found if (source := self._data_dir_of(c)) is not None}
+        return await asyncio.to_thread(release_stale_workdirs, self.config.work_root, in_use, older_than=older_than)
 
     async def adopt(self, name: str) -> KernelHost:
         engine = self._where.get(name) or await self._find(name)

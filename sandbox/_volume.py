@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from ._datadir import DataDir
 from ._errors import ConfigError
 
 __all__ = ["QuotaUnavailable", "loop_mount", "make_data_dir", "quota_possible", "release_mount",
-           "release_workdir"]
+           "release_stale_workdirs", "release_workdir"]
 
 log = logging.getLogger("codeinterp.sandbox")
 
@@ -140,3 +142,29 @@ def release_workdir(root: Path) -> bool:
         return False
     shutil.rmtree(root, ignore_errors=True)
     return True
+
+
+_WORKDIR_NAME = re.compile(r"[0-9a-f]{12}")  # DockerBackend names a session's work dir with 6 random bytes
+
+
+def release_stale_workdirs(work_root: Path, in_use: Collection[Path], *, older_than: float) -> int:
+    """Release the session work dirs under ``work_root`` that no container mounts and that are older than
+    ``older_than`` seconds; how many went.
+
+    They are what a container removed outside this library leaves (``docker rm -f``, a killed test
+    run): a mounted quota image that holds a loop device until the host reboots. The age spares a
+    session that another process is starting now, whose container does not exist yet.
+    """
+    if not work_root.is_dir():
+        return 0
+    deadline, released = time.time() - older_than, 0
+    for root in work_root.iterdir():
+        try:
+            stale = (_WORKDIR_NAME.fullmatch(root.name) is not None and root not in in_use
+                     and root.is_dir() and not root.is_symlink() and root.stat().st_mtime < deadline)
+        except OSError:  # gone meanwhile
+            continue
+        if stale and release_workdir(root):
+            released += 1
+            log.warning("released the work dir of a sandbox removed elsewhere", extra={"path": str(root)})
+    return released

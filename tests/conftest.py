@@ -67,9 +67,22 @@ def _names(containers: list[dict[str, Any]]) -> list[str]:
     return [c["Names"][0].lstrip("/") for c in containers]
 
 
+async def _release_stale_workdirs() -> None:
+    backend = DockerBackend(DockerConfig())
+    try:
+        await backend.release_stale_workdirs()
+    finally:
+        await backend.aclose()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _reap_test_containers(run_id: str) -> Iterator[None]:
-    """After the run: remove this run's containers, and fail if any were left or survive removal."""
+    """After the run: remove this run's containers, and fail if any were left or survive removal.
+
+    Before it: release the work dirs that earlier runs, killed before their cleanup, left mounted.
+    """
+    if docker_unreachable_reason() is None:
+        asyncio.run(_release_stale_workdirs())
     yield
     if docker_unreachable_reason() is not None:
         return
