@@ -216,7 +216,10 @@ class Store:
         return [_record(ContainerRecord, r) for r in rows]
 
     async def claim(self, container_id: str, *, node: str, held_by: str | None) -> bool:
-        """Make ``node`` the holder of a container (status running) if ``held_by`` still holds it.
+        """Make ``node`` the holder of a container (status running, active now) if ``held_by`` still holds it.
+
+        Active now, in the same update: a container read as running with the time it went idle would
+        be expired as idle by the sweep while it is being restored.
 
         A conditional update: of two gateways claiming the same container, one gets False. When the
         holder was another node (one that is gone), its calls in the container still in progress become
@@ -226,7 +229,7 @@ class Store:
             holder = containers.c.node.is_(None) if held_by is None else containers.c.node == held_by
             result = await conn.execute(update(containers).where(
                 containers.c.id == container_id, holder, containers.c.status != "deleted")
-                .values(node=node, status="running"))
+                .values(node=node, status="running", last_active_at=time.time()))
             if not result.rowcount:
                 return False
             if held_by == node:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_support import OWNER, GatedStore, Harness, chunks, harness, harnessed, settle
 
 import sandbox
 from gateway.errors import AtCapacity, Conflict, NotFound
+from gateway.store import Store
+from sandbox.testing import Gate
 
 __all__ = ["harness"]  # a fixture, imported to be used here
 
@@ -70,6 +74,40 @@ async def test_delete_during_a_first_call_s_create_leaves_no_sandbox_behind(tmp_
         assert await harness.status(record.id) == "deleted"
         assert harness.backend.running == {} and not harness.untracked()
         assert harness.service.in_use == 0
+
+
+class RestoreGatedStore(Store):
+    """The real store, with a gate before a restore writes its container running and active."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.activated = Gate()
+
+    async def update_container(self, container_id: str, *, only_if: str | None = None,
+                               only_node: str | None = None, **values: Any) -> None:
+        if values.get("status") == "running" and "last_active_at" in values:
+            await self.activated.pass_through()
+        await super().update_container(container_id, only_if=only_if, only_node=only_node, **values)
+
+
+async def test_an_idle_sweep_during_a_restore_leaves_the_thread_its_sandbox(tmp_path: Path) -> None:
+    # Found by CI: a thread's call that restored it got 409 "is expired". The restore had claimed
+    # the container (running) but not yet written it active, and the sweep took it as idle since before.
+    async with harnessed(tmp_path, store=RestoreGatedStore) as harness:
+        store = harness.store
+        assert isinstance(store, RestoreGatedStore)
+        container_id, _ = await harness.thread_call("t")
+        await store.update_container(container_id, last_active_at=time.time() - 7200)  # expiry: 60 min
+        assert await harness.service.expire(container_id, reason="idle")
+        store.activated.hold()
+        restoring = asyncio.create_task(harness.service.thread_session(OWNER, "t"))
+        await store.activated.arrived()
+        assert await harness.service.expire_idle() == 0  # restored just now: not idle
+        store.activated.release()
+        record, session, restored = await restoring
+        assert restored is not None and record.id == container_id and not session.closed
+        harness.service.release(record.id)
+        assert await harness.status(container_id) == "running" and harness.service.in_use == 1
 
 
 async def test_expiry_never_takes_a_leased_sandbox(harness: Harness) -> None:
