@@ -194,6 +194,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if kind == "json_invalid":
             message = "The request body is not valid JSON."
             param = None  # its loc is the error's offset in the body, not a parameter
+        elif param is None:  # the body as a whole: absent, or not an object (a list, text/plain)
+            message = ("The request body must be a JSON object, sent with Content-Type: application/json"
+                       + ("; it is empty." if kind == "missing" else "."))
         elif kind == "missing":
             message = f"Missing required parameter: '{param}'."
         else:

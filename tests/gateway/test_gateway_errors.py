@@ -177,6 +177,19 @@ def test_malformed_json_is_400(http: httpx.Client, body: bytes) -> None:
         assert error["param"] is None
 
 
+@pytest.mark.parametrize(("body", "content_type", "empty"), [
+    (b"[1, 2]", "application/json", False), (b'{"name": "x"}', "text/plain", False),
+    (b"", "application/json", True)])
+def test_a_body_that_is_not_a_json_object_is_told_what_to_send(http: httpx.Client, body: bytes,
+                                                              content_type: str, empty: bool) -> None:
+    response = http.post("/v1/containers", content=body, headers={"content-type": content_type})
+
+    error = assert_openai_error(response, 400)
+    expected = "The request body must be a JSON object, sent with Content-Type: application/json"
+    assert error["message"] == expected + ("; it is empty." if empty else "."), error
+    assert error["param"] is None
+
+
 @pytest.mark.parametrize(("payload", "param"), [
     ({"name": "x", "memory_limit": "3g"}, "memory_limit"),
     ({"name": "x", "file_ids": [f"file-{i}" for i in range(21)]}, "file_ids"),
