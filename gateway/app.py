@@ -17,6 +17,7 @@ from .errors import ERROR_RESPONSES, TooLarge, error_response, install_error_han
 from .metrics import Metrics
 from .routes import containers, files, threads
 from .routes.context import Services
+from .routes.lane import ThreadCallLane
 
 __all__ = ["Endpoint", "create_app"]
 
@@ -57,6 +58,8 @@ def create_app(services: Services, *, metrics: Metrics, health: Callable[[], Awa
     install_error_handlers(app)
     # Starlette tries routes in order: the calls a run engine makes all the time come first. The
     # prefixes do not overlap, so the order changes no match.
+    # First, before even FastAPI's /docs routes: the run engine's hot route (gateway/routes/lane.py).
+    app.router.routes.insert(0, ThreadCallLane(services, app.router))
     for module in (threads, containers, files):
         app.include_router(module.router)
     for path, endpoint in endpoints.items():

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..calls import CallRun
 from ..errors import BadRequest, NotFound
 from ..notebook import MEDIA_TYPE
 from ..records import ContainerRecord
@@ -15,7 +16,7 @@ from ..schemas import THREAD_ID, AnnotateRequest, ThreadCallRequest, container_o
 from .calling import CALL_RESPONSES, View, call_view, respond
 from .context import Order, Services, owner_of
 
-__all__ = ["router"]
+__all__ = ["THREAD_CALLS", "router", "start_thread_call"]
 
 router = APIRouter(prefix="/v1/threads/{thread_id}/code_interpreter", tags=["threads"])
 Owner = Annotated[str, Depends(owner_of)]
@@ -30,6 +31,16 @@ def _services(request: Request) -> Services:
              responses=CALL_RESPONSES)
 async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body: ThreadCallRequest) -> Response:
     services = _services(request)
+    run = await start_thread_call(services, owner, thread_id, body)
+    return await respond(services, run, body, call_view(request, owner, body.format, body.image_url))
+
+
+# Where the route above is served; gateway/routes/lane.py serves it first, without FastAPI's layers.
+THREAD_CALLS = f"{router.prefix}/calls"
+
+
+async def start_thread_call(services: Services, owner: str, thread_id: str, body: ThreadCallRequest) -> CallRun:
+    """The call a validated request asks for, started in the thread's sandbox (created on first use)."""
     containers = services.containers
     if not body.input.strip():  # refuse before the thread's sandbox is created, not after
         raise BadRequest("'input' must contain code to run.", param="input")
@@ -46,10 +57,9 @@ async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body:
             containers.check_memory_limit(memory_limit)
         await containers.check_file_ids(owner, file_ids)
         record, session, restored = await containers.thread_session(owner, thread_id, memory_limit=memory_limit)
-    run = await services.calls.start(owner, record, session, code=body.input, file_ids=file_ids,
-                                     timeout=body.timeout, thread_id=thread_id, restored=restored,
-                                     stream=body.stream, background=body.background)
-    return await respond(services, run, body, call_view(request, owner, body.format, body.image_url))
+    return await services.calls.start(owner, record, session, code=body.input, file_ids=file_ids,
+                                      timeout=body.timeout, thread_id=thread_id, restored=restored,
+                                      stream=body.stream, background=body.background)
 
 
 async def _thread_container(services: Services, owner: str, thread_id: str) -> ContainerRecord:
