@@ -6,10 +6,8 @@ SQLite file through the URL setting alone. Rows are returned as frozen records.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import Any
 
 from alembic import command
@@ -20,7 +18,6 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
-    create_engine,
     event,
     insert,
     inspect,
@@ -33,9 +30,10 @@ from sqlalchemy import (
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from .callwriter import CallWriter, Write
 from .records import CallRecord, ContainerFileRecord, ContainerRecord, FileRecord, NodeRecord, Page, new_id
 from .tables import calls, container_files, containers, files, nodes
 
@@ -63,33 +61,23 @@ class Store:
         self.url = url
         sqlite = url.startswith("sqlite")
         self.engine: AsyncEngine = create_async_engine(url, **(_SQLITE_POOL if sqlite else {}))
-        # SQLite: the writes every call makes go through one plain (pysqlite) connection on one thread
-        # of their own, a whole transaction per trip; through aiosqlite each statement, cursor and
-        # commit is a trip of its own (seven for a finished call), and under load each trip waits for
-        # the GIL. Other databases take the async engine for everything.
-        self._calls_engine: Engine | None = None
-        self._calls_thread: ThreadPoolExecutor | None = None
+        # SQLite: the writes every call makes go through one plain connection on a thread of their own
+        # (gateway/callwriter.py). Other databases take the async engine for everything.
+        self._calls_writer: CallWriter | None = None
         if sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            plain = make_url(url).set(drivername="sqlite")
-            if plain.database not in (None, "", ":memory:"):
-                self._calls_engine = create_engine(plain, pool_size=1, max_overflow=0)
-                event.listen(self._calls_engine, "connect", _sqlite_pragmas)
-                self._calls_thread = ThreadPoolExecutor(1, thread_name_prefix="codeinterp-calls-db")
+            database = make_url(url).database
+            if database not in (None, "", ":memory:"):
+                self._calls_writer = CallWriter(database, lambda conn: _sqlite_pragmas(conn, None))
 
-    async def _write_call(self, write: Callable[[Connection], object]) -> None:
+    async def _write_call(self, writes: Sequence[Write]) -> None:
         """One transaction of call writes: on the calls thread when there is one."""
-        engine, thread = self._calls_engine, self._calls_thread
-        if engine is None or thread is None:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(write)
+        if self._calls_writer is not None:
+            await self._calls_writer.write(writes)
             return
-
-        def transaction() -> None:
-            with engine.begin() as conn:
-                write(conn)
-
-        await asyncio.get_running_loop().run_in_executor(thread, transaction)
+        async with self.engine.begin() as conn:
+            for statement, params in writes:
+                await conn.execute(statement, params)
 
     @property
     def dialect(self) -> str:
@@ -119,14 +107,9 @@ class Store:
         return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
 
     async def close(self) -> None:
-        if self._calls_thread is not None:
-            await asyncio.get_running_loop().run_in_executor(self._calls_thread, self._dispose_calls_engine)
-            self._calls_thread.shutdown()
+        if self._calls_writer is not None:
+            await self._calls_writer.close()
         await self.engine.dispose()
-
-    def _dispose_calls_engine(self) -> None:
-        if self._calls_engine is not None:
-            self._calls_engine.dispose()
 
     async def _page(self, table: Table, where: list[Any], *, limit: int, order: str,
                     after: str | None, cls: type[Any]) -> Page:
@@ -315,7 +298,7 @@ class Store:
                        node: str | None = None, created_at: int | None = None) -> None:
         row = {"id": call_id, "container_id": container_id, "status": status, "body": body,
                "created_at": created_at or int(time.time()), "node": node}
-        await self._write_call(lambda conn: conn.execute(_INSERT_CALL, row))
+        await self._write_call([(_INSERT_CALL, row)])
 
     async def finish_call(self, call_id: str, status: str, body: dict[str, Any],
                           container_id: str | None = None, last_active_at: float | None = None,
@@ -324,17 +307,16 @@ class Store:
 
         With ``insert_at`` the call has no row yet: it is inserted whole (run by ``node``), created then.
         """
-        def write(conn: Connection) -> None:
-            if insert_at is not None:
-                assert container_id is not None
-                conn.execute(_INSERT_CALL, {"id": call_id, "container_id": container_id, "status": status,
-                                            "body": body, "created_at": insert_at, "node": node})
-            else:
-                conn.execute(_FINISH_CALL, {"call_id": call_id, "new_status": status, "new_body": body})
-            if container_id is not None and last_active_at is not None:
-                conn.execute(_TOUCH_CONTAINER, {"container_id": container_id, "at": last_active_at})
-
-        await self._write_call(write)
+        writes: list[Write] = []
+        if insert_at is not None:
+            assert container_id is not None
+            writes.append((_INSERT_CALL, {"id": call_id, "container_id": container_id, "status": status,
+                                          "body": body, "created_at": insert_at, "node": node}))
+        else:
+            writes.append((_FINISH_CALL, {"call_id": call_id, "new_status": status, "new_body": body}))
+        if container_id is not None and last_active_at is not None:
+            writes.append((_TOUCH_CONTAINER, {"container_id": container_id, "at": last_active_at}))
+        await self._write_call(writes)
 
     async def get_call(self, container_id: str, call_id: str) -> CallRecord | None:
         async with self.engine.connect() as conn:

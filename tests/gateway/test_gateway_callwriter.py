@@ -1,0 +1,60 @@
+"""The SQLite call writes (gateway/callwriter.py), through Store, against a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.records import ContainerRecord
+from gateway.store import Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    await store.migrate()
+    await store.add_container(ContainerRecord(
+        id="cntr_1", owner="o", name="n", thread_id="t", status="running", created_at=1, last_active_at=1.0,
+        expires_minutes=20, memory_limit="1g", docker_id=None))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+BODY = {"id": "call_1", "status": "completed", "code_interpreter": {"input": "print('é')", "outputs": [
+    {"type": "logs", "logs": "é ✓ \x00\n"}]}, "files": [], "error": None, "n": 1.5}
+
+
+async def test_a_finished_call_reads_back_through_the_engine_as_written(store: Store) -> None:
+    await store.finish_call("call_1", "completed", BODY, "cntr_1", 42.5, insert_at=7, node="node-a")
+
+    call = await store.get_call("cntr_1", "call_1")
+    assert call is not None
+    assert (call.status, call.body, call.created_at, call.node) == ("completed", BODY, 7, "node-a")
+    container = await store.container_by_id("cntr_1")
+    assert container is not None and container.last_active_at == 42.5
+
+    await store.add_call("call_2", "cntr_1", "in_progress", {"partial": True}, node="node-a", created_at=8)
+    await store.finish_call("call_2", "completed", {"done": [1, 2]}, "cntr_1", 43.0)
+    call = await store.get_call("cntr_1", "call_2")
+    assert call is not None and (call.status, call.body) == ("completed", {"done": [1, 2]})
+
+
+async def test_a_failed_transaction_leaves_nothing_and_the_next_one_goes_through(store: Store) -> None:
+    await store.finish_call("call_1", "completed", BODY, "cntr_1", 10.0, insert_at=7)
+
+    # The same id again: the insert fails, the touch after it never runs, and the transaction is rolled
+    # back, so that the connection takes the next one (a transaction left open would refuse BEGIN).
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.finish_call("call_1", "completed", BODY, "cntr_1", 99.0, insert_at=8)
+
+    container = await store.container_by_id("cntr_1")
+    assert container is not None and container.last_active_at == 10.0
+    await store.finish_call("call_3", "completed", {"ok": True}, "cntr_1", 11.0, insert_at=9)
+    container = await store.container_by_id("cntr_1")
+    assert container is not None and container.last_active_at == 11.0
+    assert await store.get_call("cntr_1", "call_3") is not None
