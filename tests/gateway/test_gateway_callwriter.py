@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-BODY = {"id": "call_1", "status": "completed", "code_interpreter": {"input": "print('é')", "outputs": [
+BODY: dict[str, Any] = {"id": "call_1", "status": "completed", "code_interpreter": {"input": "print('é')", "outputs": [
     {"type": "logs", "logs": "é ✓ \x00\n"}]}, "files": [], "error": None, "n": 1.5}
 
 
