@@ -39,7 +39,8 @@ def _event(name: str, data: Any) -> str:
 def call_view(request: Request, owner: str, shape: CallFormat, image_url: ImageUrlMode) -> CallView:
     """How this request wants calls shown; Responses image URLs point back at this gateway."""
     services: Services = request.app.state.services
-    base = str(request.base_url).rstrip("/")
+    # Only Responses items carry image URLs; building the base URL is a good part of a fast call's cost.
+    base = str(request.base_url).rstrip("/") if shape == "responses" else ""
     return CallView(shape, ImageUrls(services.files, owner, base, inline=image_url == "data"))
 
 
