@@ -67,7 +67,8 @@ class ThreadCallLane(Route):
             # Parsed as FastAPI parses a body (json.loads, then the model in Python mode), so that
             # what the lane takes is exactly what the route would take.
             body = ThreadCallRequest.model_validate(json.loads(raw))
-        except (GatewayError, ValidationError, ValueError):  # ValueError: the body is not JSON
+        except (GatewayError, ValidationError, ValueError, RecursionError):
+            # ValueError: not JSON. RecursionError: nested too deep for json.loads (FastAPI says 400).
             return None
         return owner, body
 

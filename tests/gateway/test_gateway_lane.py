@@ -82,6 +82,7 @@ REQUESTS: list[tuple[str, dict[str, str], bytes]] = [
     ("t.1", {"content-type": "application/json"}, b'{"input": "print(1)"}'),
     ("t" * 129, {"content-type": "application/json"}, b'{"input": "print(1)"}'),
     ("t1%0A", {"content-type": "application/json"}, b'{"input": "print(1)"}'),
+    ("t1", {"content-type": "application/json"}, b'{"input": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"),
     ("t2", {"content-type": "application/vnd.codeinterp+json"}, b'{"input": "print(3)"}'),
 ]
 
