@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import GatewayError
 from ..schemas import THREAD_ID, ThreadCallRequest
 from .calling import call_view, respond
-from .context import Services
+from .context import Services, owner_of
 from .threads import THREAD_CALLS, start_thread_call
 
 __all__ = ["ThreadCallLane"]
@@ -49,28 +49,29 @@ class ThreadCallLane(Route):
 
     async def serve(self, request: Request) -> Response:
         raw = await request.body()  # kept on ``request``: a handler that forwards the call sends it on
-        accepted = self._accept(request, raw)
-        if accepted is None:
+        try:
+            owner = await owner_of(request)  # as FastAPI's route has it: the request's log line names it
+        except GatewayError:
+            owner = None
+        body = self._body(request, raw) if owner is not None else None
+        if owner is None or body is None:
             return _Declined(self.router, raw)  # type: ignore[return-value]  # an ASGI app, as a response is
-        owner, body = accepted
-        request.state.owner = owner  # as the owner_of dependency does: the request's log line names it
         run = await start_thread_call(self.services, owner, request.path_params["thread_id"], body)
         return await respond(self.services, run, body, call_view(request, owner, body.format, body.image_url))
 
-    def _accept(self, request: Request, raw: bytes) -> tuple[str, ThreadCallRequest] | None:
-        """The owner and the body, when FastAPI's route would accept them too; None otherwise."""
+    @staticmethod
+    def _body(request: Request, raw: bytes) -> ThreadCallRequest | None:
+        """The body, when FastAPI's route would accept it and the thread id too; None otherwise."""
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != "application/json" or not _THREAD_ID.fullmatch(request.path_params["thread_id"]):
             return None
         try:
-            owner = self.services.keys.owner(request)
             # Parsed as FastAPI parses a body (json.loads, then the model in Python mode), so that
             # what the lane takes is exactly what the route would take.
-            body = ThreadCallRequest.model_validate(json.loads(raw))
-        except (GatewayError, ValidationError, ValueError, RecursionError):
+            return ThreadCallRequest.model_validate(json.loads(raw))
+        except (ValidationError, ValueError, RecursionError):
             # ValueError: not JSON. RecursionError: nested too deep for json.loads (FastAPI says 400).
             return None
-        return owner, body
 
 
 class _Declined:
