@@ -10,7 +10,8 @@ runc,runsc), side by side, the others under the first runtime only:
   throughput  3. calls per second over 8 threads at once over HTTP (httpx, lean clients), then the
                  same load on 8 library sessions and on raw jupyter_client, round by round
   flood       3. 200,000 flushed prints through the gateway against raw jupyter_client draining the
-                 same cell beside the kernel, and another thread's `print(1)` meanwhile
+                 same cell beside the kernel, and another thread's `print(1)` meanwhile and beside
+                 a flood ten times as long
   memory*     4. idle memory per sandbox
   files       5. 100 MB upload to readable at /mnt/data; 100 MB written in /mnt/data to downloaded
   llm-sandbox 6. first call and round trip of the llm-sandbox library on the same engine and base image

@@ -5,10 +5,12 @@ Issue 14's item 3, measured in one run on one gateway:
   finished call, and whether what the logs hold is a contiguous prefix with a truncation notice past the
   1 MiB cap (every line below the cap arrives);
 - the same cell drained by a raw jupyter_client beside the kernel, inside the same sandbox: the floor;
-- `print(1)` on another thread, once every 0.2 s while the flood runs: how long the neighbour waits;
+- `print(1)` on another thread, every 0.05 s while the flood runs: how long the neighbour waits;
 - its floor: the same `print(1)` on a sandbox of the library in this process, taken right after each
   HTTP one, beside the same flood. Nothing of the gateway is in its path, only the machine's contention
-  (2 cores shared by the flooding kernel, dockerd relaying its output, and the gateway reading it).
+  (2 cores shared by the flooding kernel, dockerd relaying its output, and the gateway reading it);
+- the neighbour and its floor again beside one sustained flood of 10 N lines: a flood of N is over in
+  about a second now that flushes close together travel as one message, too short to sample a tail.
 Containers carry codeinterp.bench=1 and are removed at the end.
 """
 
@@ -21,7 +23,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import docker
 import httpx
@@ -32,6 +34,8 @@ from .harness import BENCH_LABELS, Server, log, sweep
 from .stats import HEADER, Row
 
 FLOOD = "for i in range({n}):\n    print(i, flush=True)"
+PROBE_EVERY = 0.05  # seconds between the neighbour's calls
+SUSTAINED = 10  # the sustained flood's lines, in floods
 RAW = """
 import json, sys, time
 from jupyter_client import BlockingKernelClient
@@ -90,7 +94,7 @@ async def neighbour(http: httpx.AsyncClient, session: sandbox.Session, done: asy
             raise RuntimeError(f"the library neighbour's print(1) ended {result.outcome}")
         floor.append(time.perf_counter() - began)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), 0.2)
+            await asyncio.wait_for(done.wait(), PROBE_EVERY)
 
 
 async def flood(server: Server, lines: int, rounds: int) -> list[Row]:
@@ -111,16 +115,8 @@ async def flood(server: Server, lines: int, rounds: int) -> list[Row]:
              ).raise_for_status()
         box = (await http.get("/v1/threads/bench-flood/code_interpreter")).json()["container"]["id"]
         for n in range(rounds):
-            done, waits = asyncio.Event(), list[float]()
-            beside = asyncio.create_task(neighbour(http, session, done, waits, library_stalls))
-            began = time.perf_counter()
-            response = await http.post("/v1/threads/bench-flood/code_interpreter/calls",
-                                       json={"input": code, "timeout": 600})
-            gateway.append(time.perf_counter() - began)
-            done.set()
-            await beside
-            stalls.extend(waits)
-            body = response.json()
+            seconds, body = await _beside(http, session, code, stalls, library_stalls)
+            gateway.append(seconds)
             logs = "".join(o["logs"] for o in body["code_interpreter"]["outputs"] if o["type"] == "logs")
             truncated = "[output truncated" in logs
             notes.append(f"{body['status']}, {contiguous_prefix(logs)} lines in order from 0"
@@ -129,15 +125,41 @@ async def flood(server: Server, lines: int, rounds: int) -> list[Row]:
             seconds, drained = await asyncio.to_thread(raw_drain, box, code)
             raw.append(seconds)
             log(f"flood round {n + 1}: gateway {gateway[-1]:.1f} s, raw {seconds:.1f} s ({drained} lines)")
+        sustained_stalls: list[float] = []
+        sustained_floor: list[float] = []
+        took, body = await _beside(http, session, FLOOD.format(n=lines * SUSTAINED), sustained_stalls, sustained_floor)
+        log(f"sustained flood of {lines * SUSTAINED:,} lines: {body['status']} in {took:.1f} s")
     ratios = ", ".join(f"{g / r:.2f}" for g, r in zip(gateway, raw, strict=True))
     return [Row("3", f"{lines:,} flushed prints, through the gateway (HTTP) until the call is done",
                 gateway, unit="s", scale=1, note=f"gateway / raw per round: {ratios} (target ≤ 2); "
                                                  + "; ".join(sorted(set(notes)))),
             Row("3", "floor: raw jupyter_client draining the same cell beside the kernel", raw, unit="s", scale=1),
-            Row("3", "another thread's `print(1)` while the flood runs (one every 0.2 s), HTTP", stalls,
+            Row("3", "another thread's `print(1)` while the flood runs (one every 0.05 s), HTTP", stalls,
                 note=f"target: no stall over 100 ms; {_over(stalls, 0.1)}"),
             Row("3", "floor: `print(1)` through the sandbox library in the bench process, beside the same flood",
-                library_stalls, note=f"no gateway in its path: the machine's contention; {_over(library_stalls, 0.1)}")]
+                library_stalls, note=f"no gateway in its path: the machine's contention; {_over(library_stalls, 0.1)}"),
+            Row("3", f"another thread's `print(1)` beside one sustained flood of {lines * SUSTAINED:,} flushed prints, "
+                     "HTTP", sustained_stalls,
+                note=f"the flood took {took:.1f} s ({body['status']}); {_over(sustained_stalls, 0.1)}"),
+            Row("3", "floor: `print(1)` through the sandbox library beside the sustained flood", sustained_floor,
+                note=_over(sustained_floor, 0.1))]
+
+
+async def _beside(http: httpx.AsyncClient, session: sandbox.Session, code: str, stalls: list[float],
+                  floor: list[float]) -> tuple[float, dict[str, Any]]:
+    """Run ``code`` on the flood thread with the neighbour calling beside it: its time and body."""
+    done = asyncio.Event()
+    beside = asyncio.create_task(neighbour(http, session, done, stalls, floor))
+    try:
+        began = time.perf_counter()
+        response = await http.post("/v1/threads/bench-flood/code_interpreter/calls",
+                                   json={"input": code, "timeout": 600})
+        seconds = time.perf_counter() - began
+    finally:
+        done.set()
+        await beside
+    response.raise_for_status()
+    return seconds, cast(dict[str, Any], response.json())
 
 
 def _over(samples: list[float], limit: float) -> str:

@@ -7,10 +7,13 @@ private to the host (a tmpfs in a container): the gateway never shares a
 directory with the kernel; it reaches the sockets through the relay.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -59,6 +62,127 @@ def _ipc_subprocess_pipe(run_dir: str) -> None:
     iostream.IOPubThread._setup_pipe_out = setup_pipe_out  # type: ignore[method-assign]
 
 
+def _coalesced_flushes() -> None:
+    # ipykernel answers every flush (each `print(..., flush=True)`) with a round trip to its IO
+    # thread and one iopub message. A loop of 200,000 of them kept the kernel on a core for a
+    # minute, and the relay, dockerd and the gateway as busy again, message by message, so the
+    # other sandboxes on the host stalled. Here a flush that comes within `window` of the last
+    # one that waited does not wait: it queues one send on the IO thread, which takes everything
+    # the stream holds when it runs, as one message.
+    #
+    # Order on iopub stays the order of the calls, by two rules. Anything else bound for the IO
+    # thread (another stream's flush, a display, the idle status) first cuts every such queued
+    # flush: the calling thread takes the stream's text at once and queues it ahead. And the IO
+    # thread sends stream messages itself, at once, instead of queueing them behind later work.
+    import threading
+    import time
+
+    import ipykernel
+    from ipykernel import iostream
+
+    if getattr(ipykernel, "version_info", (0,))[0] != 7 or not hasattr(iostream.OutStream, "_rotate_buffers"):
+        return  # written against ipykernel 7's internals; another keeps its own flushes
+    window = 0.01  # seconds; also the longest a coalesced flush waits behind a waiting one
+    lock = threading.Lock()
+    queued: dict[Any, object] = {}  # stream -> token of its coalesced flush on the IO thread
+    waiting_flush: Callable[[Any], None] = iostream.OutStream.flush
+    raw_schedule: Callable[[Any, Any], None] = iostream.IOPubThread.schedule
+
+    class _Now:
+        # What session.send writes to: the IO thread's send itself, not a queued one.
+        def __init__(self, pub: Any) -> None:
+            self.pub = pub
+
+        def send_multipart(self, parts: Any, *args: Any, **kwargs: Any) -> None:
+            self.pub._really_send(parts, *args, **kwargs)
+
+    def send(stream: Any, buffers: Any) -> None:
+        for frozen_parent, buffer in buffers.items():
+            data = buffer.getvalue()
+            buffer.close()
+            if not data:
+                continue
+            stream.session.pid = os.getpid()
+            msg = stream.session.msg("stream", {"name": stream.name, "text": data}, parent=dict(frozen_parent))
+            for hook in stream._hooks:
+                msg = hook(msg)
+                if msg is None:
+                    return
+            stream.session.send(_Now(stream.pub_thread), msg, ident=stream.topic)
+
+    def cut(keep: Any = None) -> None:  # holding lock
+        for stream in [s for s in queued if s is not keep]:
+            del queued[stream]
+            buffers = stream._rotate_buffers()
+            raw_schedule(stream.pub_thread, lambda s=stream, b=buffers: send(s, b))
+
+    def schedule(self: Any, f: Any) -> None:
+        if queued and self.thread.is_alive() and self.thread.ident != threading.get_ident():
+            with lock:
+                cut()
+                raw_schedule(self, f)
+        else:
+            raw_schedule(self, f)
+
+    def _flush(self: Any) -> None:
+        self._flush_pending = False
+        self._subprocess_flush_pending = False
+        if self.echo is not None:
+            with contextlib.suppress(OSError):
+                self.echo.flush()
+        send(self, self._rotate_buffers())
+
+    def coalesced(self: Any, token: object) -> None:  # on the IO thread
+        with lock:
+            if queued.get(self) is not token:
+                return  # cut, or superseded
+            del queued[self]
+            buffers = self._rotate_buffers()
+        send(self, buffers)
+
+    def enqueue(self: Any) -> None:  # holding lock
+        token = queued[self] = object()
+        raw_schedule(self.pub_thread, lambda: coalesced(self, token))
+
+    def _schedule_flush(self: Any) -> None:
+        # What is written without a flush goes out after flush_interval. When that timer fires, the
+        # IO thread may hold queued work that came after the text was written, so it queues the
+        # text's send too (a cut keeps it ahead of anything queued later) instead of sending it.
+        if self._flush_pending:
+            return
+        self._flush_pending = True
+
+        def timed() -> None:
+            self._flush_pending = False
+            with lock:
+                if self not in queued:
+                    enqueue(self)
+
+        self.pub_thread.schedule(lambda: self._io_loop.call_later(self.flush_interval, timed))
+
+    def flush(self: Any) -> None:
+        pub = self.pub_thread
+        if (pub is None or pub.thread is None or not pub.thread.is_alive() or self.echo is not None
+                or pub.thread.ident == threading.get_ident() or not self._is_master_process()):
+            waiting_flush(self)
+            return
+        now = time.monotonic()
+        if now - getattr(self, "_codeinterp_waited", 0.0) > window:
+            waiting_flush(self)
+            self._codeinterp_waited = time.monotonic()
+            return
+        if self in queued:
+            return  # the queued send will take what was just written
+        with lock:
+            cut(keep=self)
+            enqueue(self)
+
+    iostream.IOPubThread.schedule = schedule  # type: ignore[method-assign]
+    iostream.OutStream._flush = _flush  # type: ignore[method-assign]
+    iostream.OutStream._schedule_flush = _schedule_flush  # type: ignore[method-assign]
+    iostream.OutStream.flush = flush  # type: ignore[method-assign]
+
+
 def main() -> None:
     run_dir = sys.argv[1]
     key = os.environ.pop("CODEINTERP_KERNEL_KEY")
@@ -87,6 +211,7 @@ def main() -> None:
         os.chdir(home)
     _unbounded_queues()
     _ipc_subprocess_pipe(run_dir)
+    _coalesced_flushes()
     sys.argv = ["ipykernel_launcher", "-f", path, "--HistoryManager.enabled=False", "--IPKernelApp.quiet=True"]
     from ipykernel import kernelapp
 
