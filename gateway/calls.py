@@ -16,13 +16,14 @@ from urllib.parse import unquote
 import sandbox
 
 from .container_files import ContainerFiles
-from .containers import ContainerService, Restored
+from .containers import ContainerService
 from .errors import BadRequest, Conflict, NotFound, public_message
 from .files import FileService
 from .notebook import Cell, cell_from_call, notebook
 from .outcomes import error_of, stopped_error
 from .records import ContainerRecord, Page, new_id
 from .responses import call_id_of
+from .revival import Restored
 from .store import Store
 from .transfer import keep_file
 

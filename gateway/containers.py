@@ -34,11 +34,12 @@ from .hibernations import Hibernations
 from .leases import Leases
 from .nodes import NodeDirectory
 from .records import ContainerRecord, FileRecord, Page, new_id
+from .revival import Restored, revive
 from .slots import Slots
 from .store import Store
-from .transfer import FileSource, restore_files, save_files
+from .transfer import FileSource, save_files
 
-__all__ = ["MEMORY_LIMITS", "ContainerService", "Restored", "SandboxDefaults"]
+__all__ = ["MEMORY_LIMITS", "ContainerService", "SandboxDefaults"]
 
 log = logging.getLogger("codeinterp.gateway")
 MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
@@ -56,14 +57,6 @@ class SandboxDefaults:
     host_memory: int = 0  # bytes of RAM on this host: no container may ask for more; 0 skips the check
     hibernate: bool = True  # idle sandboxes hibernate (memory kept) where the runtime can, else expire
     checkpoint_budget: int = 10 << 30  # bytes of checkpoints at most; the least recently used drop to files
-
-
-@dataclass(frozen=True)
-class Restored:
-    """How a sandbox that had gone idle came back for a call."""
-
-    kind: str  # "memory": woken from hibernation, variables intact; "files": a new kernel, files put back
-    reason: str | None = None  # why waking failed, when files were restored instead
 
 
 class ContainerService:
@@ -353,49 +346,14 @@ class ContainerService:
             log.warning("took over a thread's container from a gateway that is gone",
                         extra={"container_id": record.id, "node": record.node})
         started = time.monotonic()
-        reason = None
-        asleep = self.hibernations.take(record.id) if hibernated else None
-        if asleep is not None:
-            session, size = asleep
-            try:
-                await self.slots.reserve()
-            except BaseException:
-                self.hibernations.adopt(record.id, session, size)  # no room now: it sleeps on, wakeable later
-                await self.store.update_container(record.id, status="hibernated", only_if="running")
-                raise
-            try:
-                await session.wake()
-            except sandbox.SandboxError as exc:
-                # Its files were kept in the store when it hibernated: restore those instead.
-                reason = str(exc)
-                log.warning("wake failed; restoring files", extra={"container_id": record.id, "error": reason})
-                await self.slots.abandon(session)
-            except BaseException:
-                await self.slots.abandon(session)
-                await self.store.update_container(record.id, status="expired", only_if="running")
-                raise
-            else:
-                self._adopt(record.id, session)
-                record = await self._running(record, session)
-                self._observe("memory", started)
-                log.info("container woken", extra={"container_id": record.id})
-                return record, Restored("memory")
-        try:
-            session = await self.slots.start(record.id, record.memory_limit)
-        except BaseException:
-            await self.store.update_container(record.id, status="expired", only_if="running")
-            raise
-        try:
-            await restore_files(self.store, self.files, record, session)
-        except BaseException:
-            await self.slots.abandon(session)
-            await self.store.update_container(record.id, status="expired", only_if="running")
-            raise
+        session, restored = await revive(record, wake=hibernated, store=self.store, files=self.files,
+                                         slots=self.slots, hibernations=self.hibernations)
         self._adopt(record.id, session)
         record = await self._running(record, session)
-        self._observe("files", started)
-        log.info("container restored", extra={"container_id": record.id})
-        return record, Restored("files", reason)
+        self._observe(restored.kind, started)
+        log.info("container woken" if restored.kind == "memory" else "container restored",
+                 extra={"container_id": record.id})
+        return record, restored
 
     async def _running(self, record: ContainerRecord, session: sandbox.Session) -> ContainerRecord:
         now = time.time()

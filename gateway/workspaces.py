@@ -21,11 +21,12 @@ import sandbox
 
 from .calls import CallService
 from .container_files import ContainerFiles
-from .containers import ContainerService, Restored
+from .containers import ContainerService
 from .errors import GatewayError, NotFound
 from .files import FileService
 from .outcomes import error_of
 from .records import ContainerRecord
+from .revival import Restored
 
 __all__ = ["DATA_DIR", "MAX_DOWNLOAD_BYTES", "FileEntry", "RunOutput", "SandboxWorkspace", "ThreadWorkspace",
            "Workspace", "WorkspaceError", "relative_path"]

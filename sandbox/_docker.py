@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,8 +22,8 @@ from ._channel import Pipe
 from ._checkpoints import Checkpointing
 from ._container import KEY_VAR, LABEL, PYTHON, RUN, DockerConfig, labels, run_arguments
 from ._datadir import DataDir, Snapshot
-from ._enginefiles import EngineFiles, RemoteOrphanFiles
-from ._engines import DockerHost, Engine, Load, choose, committed
+from ._enginefiles import EngineFiles, OrphanFiles, RemoteOrphanFiles
+from ._engines import DockerHost, Engine, Load, choose, measure, states
 from ._errors import (
     BackendUnavailable,
     ImageNotFound,
@@ -33,7 +32,7 @@ from ._errors import (
 )
 from ._execpipe import ExecPipe
 from ._inside import source
-from ._results import FileInfo, KernelExit
+from ._results import KernelExit
 from ._volume import make_data_dir, release_stale_workdirs, release_workdir
 from ._volumefiles import VolumeFiles, data_volume_options, keep_data
 
@@ -45,13 +44,6 @@ T = TypeVar("T")
 
 def _nothing() -> None:
     pass
-
-
-def _default_host(base_url: str | None) -> DockerHost:
-    """The one engine of a backend without ``hosts``: ``base_url``, or DOCKER_HOST (and DOCKER_CERT_PATH)."""
-    url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    certs = os.environ.get("DOCKER_CERT_PATH")
-    return DockerHost(url.replace("http://", "tcp://"), Path(certs) if certs and url.startswith("tcp://") else None)
 
 
 async def _finish_even_if_cancelled(work: Awaitable[None], undo: Callable[[], Awaitable[Any]]) -> None:
@@ -73,7 +65,7 @@ class DockerBackend(EngineFiles, Checkpointing):
         self.config = config or DockerConfig()
         self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="docker")
         self._image: str | None = self.config.image
-        hosts = self.config.hosts or (_default_host(self.config.base_url),)
+        hosts = self.config.hosts or (DockerHost.from_environment(self.config.base_url),)
         self.engines = [Engine(h, self.config.placement, drains=len(hosts) > 1) for h in hosts]
         self._engines = {e.name: e for e in self.engines}
         self._where: dict[str, Engine] = {}  # container id -> its engine, for calls that name only an id
@@ -166,14 +158,9 @@ class DockerBackend(EngineFiles, Checkpointing):
         policy = self.config.placement
 
         async def load(engine: Engine) -> Load | None:
-            def measure() -> Load:
-                client = engine.client()
-                if not engine.memory_total:
-                    engine.memory_total = int(client.info().get("MemTotal") or 0)
-                running = client.api.containers(filters={"label": f"{LABEL}=1"})
-                return Load(engine, committed(running), len(running))
             try:
-                found = await asyncio.wait_for(self._call(engine, measure, probe=True), policy.probe_timeout)
+                found = await asyncio.wait_for(self._call(engine, lambda: measure(engine, LABEL), probe=True),
+                                               policy.probe_timeout)
             except TimeoutError:
                 engine.failed(f"no answer within {policy.probe_timeout} s")
             except BackendUnavailable as exc:
@@ -191,12 +178,8 @@ class DockerBackend(EngineFiles, Checkpointing):
                  for x in await asyncio.gather(*(load(e) for e in asked)) if x is not None]
         chosen = choose(loads, memory, policy.memory_reserve)
         if chosen is None:
-            states = "; ".join(
-                f"{e.name}: drained ({e.last_error})" if e.drained else
-                f"{e.name}: not answering ({e.last_error})" if all(x.engine is not e for x in loads) else
-                f"{e.name}: {next(x for x in loads if x.engine is e).free(policy.memory_reserve) >> 20} MiB free"
-                for e in self.engines)
-            raise NoEngineAvailable(f"no Docker engine can take a sandbox of {memory >> 20} MiB now ({states})")
+            raise NoEngineAvailable(f"no Docker engine can take a sandbox of {memory >> 20} MiB now "
+                                    f"({states(self.engines, loads, policy.memory_reserve)})")
         self._starting[chosen.engine.name] = self._starting.get(chosen.engine.name, 0) + memory
         return chosen.engine
 
@@ -418,16 +401,3 @@ class DockerBackend(EngineFiles, Checkpointing):
         for engine in self.engines:
             await asyncio.to_thread(engine.close)
         self._pool.shutdown(wait=False)
-
-
-class OrphanFiles:
-    """Read access to a stopped container's /mnt/data, so that its files can be kept."""
-
-    def __init__(self, data: DataDir) -> None:
-        self.data = data
-
-    async def list_files(self) -> list[FileInfo]:
-        return await asyncio.to_thread(self.data.list)
-
-    async def export_file(self, path: str, dest: Path, *, max_bytes: int | None = None) -> FileInfo:
-        return await asyncio.to_thread(self.data.export, path, dest, max_bytes=max_bytes)

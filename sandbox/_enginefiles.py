@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from ._backend import KernelHost, MountedFiles
-from ._datadir import Snapshot
+from ._datadir import DataDir, Snapshot
 from ._results import FileInfo
 from ._volumefiles import VolumeFiles
 
-__all__ = ["EngineFiles", "RemoteOrphanFiles"]
+__all__ = ["EngineFiles", "OrphanFiles", "RemoteOrphanFiles"]
 
 T = TypeVar("T")
 
@@ -108,3 +109,16 @@ class RemoteOrphanFiles:
 
     async def export_file(self, path: str, dest: Path, *, max_bytes: int | None = None) -> FileInfo:
         return await self.backend.export_file(self.host, path, dest, max_bytes=max_bytes)
+
+
+class OrphanFiles:
+    """Read access to a stopped local container's /mnt/data, so that its files can be kept."""
+
+    def __init__(self, data: DataDir) -> None:
+        self.data = data
+
+    async def list_files(self) -> list[FileInfo]:
+        return await asyncio.to_thread(self.data.list)
+
+    async def export_file(self, path: str, dest: Path, *, max_bytes: int | None = None) -> FileInfo:
+        return await asyncio.to_thread(self.data.export, path, dest, max_bytes=max_bytes)

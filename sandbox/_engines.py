@@ -33,7 +33,7 @@ import docker.tls
 from ._errors import ConfigError
 from ._execpipe import exec_output
 
-__all__ = ["DockerHost", "Engine", "EnginePolicy", "parse_hosts"]
+__all__ = ["DockerHost", "Engine", "EnginePolicy", "Load", "choose", "committed", "measure", "parse_hosts", "states"]
 
 log = logging.getLogger("codeinterp.sandbox")
 _FIRST_API = "1.41"  # Docker 20.10's, asked only for /version
@@ -56,6 +56,13 @@ class DockerHost:
     def local(self) -> bool:
         """On this machine: /mnt/data can be a directory here, bind-mounted, with a loop-mounted quota."""
         return self.url.startswith("unix://")
+
+    @classmethod
+    def from_environment(cls, base_url: str | None) -> DockerHost:
+        """The one engine of a backend without ``hosts``: ``base_url``, or DOCKER_HOST (and DOCKER_CERT_PATH)."""
+        url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        certs = os.environ.get("DOCKER_CERT_PATH")
+        return cls(url.replace("http://", "tcp://"), Path(certs) if certs and url.startswith("tcp://") else None)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("unix://", "tcp://")):
@@ -226,3 +233,21 @@ def choose(loads: list[Load], memory: int, reserve: int) -> Load | None:
         return None
     order = {id(load): n for n, load in enumerate(loads)}
     return min(fitting, key=lambda load: (-load.free(reserve), load.sandboxes, order[id(load)]))
+
+
+def measure(engine: Engine, label: str) -> Load:
+    """The engine's load now: its memory, and the limits on its sandboxes (carrying ``label``=1) (blocking)."""
+    client = engine.client()
+    if not engine.memory_total:
+        engine.memory_total = int(client.info().get("MemTotal") or 0)
+    running = client.api.containers(filters={"label": f"{label}=1"})
+    return Load(engine, committed(running), len(running))
+
+
+def states(engines: list[Engine], loads: list[Load], reserve: int) -> str:
+    """Why no engine could take a sandbox, engine by engine: for the NoEngineAvailable message."""
+    return "; ".join(
+        f"{e.name}: drained ({e.last_error})" if e.drained else
+        f"{e.name}: not answering ({e.last_error})" if all(x.engine is not e for x in loads) else
+        f"{e.name}: {next(x for x in loads if x.engine is e).free(reserve) >> 20} MiB free"
+        for e in engines)
