@@ -82,7 +82,7 @@ def _coalesced_flushes() -> None:
 
     if getattr(ipykernel, "version_info", (0,))[0] != 7 or not hasattr(iostream.OutStream, "_rotate_buffers"):
         return  # written against ipykernel 7's internals; another keeps its own flushes
-    window = 0.01  # seconds; also the longest a coalesced flush waits behind a waiting one
+    window = 0.01  # seconds after a flush that waited in which the next ones do not wait
     lock = threading.Lock()
     queued: dict[Any, object] = {}  # stream -> token of its coalesced flush on the IO thread
     waiting_flush: Callable[[Any], None] = iostream.OutStream.flush
