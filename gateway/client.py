@@ -6,9 +6,14 @@ containers are the OpenAI API's and are best used through the ``openai`` SDK;
 the few container and file helpers here are the ones ``codeinterp run --server``
 needs, so that the command line does not depend on the SDK.
 
+The JSON requests (calls, history, annotations, the notebook, container create and
+delete) go over ``gateway.connection``'s keep-alive connections, which cost a tenth of
+httpx's CPU a request; streams, uploads, downloads, a ``transport`` given for tests and a
+base URL that a proxy setting covers go through httpx.
+
 Errors: ``ClientError`` is the root. ``APIError`` carries the gateway's OpenAI-shaped
-error (status, message, type, code, param); ``GatewayUnreachable`` wraps httpx's
-transport errors. Both are raised in one place each.
+error (status, message, type, code, param); ``GatewayUnreachable`` wraps the transport's
+errors. Both are made in one place each.
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlencode
 
+import h11
 import httpx
+
+from .connection import AsyncPool, Origin, Pool, Reply
 
 __all__ = ["APIError", "AsyncClient", "Client", "ClientError", "GatewayUnreachable"]
 
@@ -43,16 +52,28 @@ class APIError(ClientError):
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
 
 
+def _api_error(status: int, reason: str, body: bytes) -> APIError:
+    """The one place an HTTP error becomes an APIError."""
+    try:
+        error = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        return APIError(status, body.decode("utf-8", "replace")[:500] or reason)
+    return APIError(status, str(error.get("message")), error.get("type"), error.get("code"), error.get("param"))
+
+
+def _unreachable(base_url: str, exc: Exception) -> GatewayUnreachable:
+    """The one place a transport's failure becomes GatewayUnreachable."""
+    return GatewayUnreachable(f"cannot reach {base_url}: {str(exc) or type(exc).__name__}")
+
+
 def _checked(response: httpx.Response) -> httpx.Response:
-    """The one place an HTTP error becomes an APIError; the body must have been read."""
+    """An httpx response, or its APIError; the body must have been read."""
     if response.is_success:
         return response
-    try:
-        error = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        raise APIError(response.status_code, response.text[:500] or response.reason_phrase) from None
-    raise APIError(response.status_code, str(error.get("message")), error.get("type"), error.get("code"),
-                   error.get("param"))
+    raise _api_error(response.status_code, response.reason_phrase, response.content)
+
+
+_LEAN_ERRORS = (OSError, h11.ProtocolError)  # what gateway.connection raises (timeouts are OSErrors)
 
 
 class _SSE:
@@ -81,6 +102,23 @@ class _Requests:
         self.base_url = base_url.rstrip("/").removesuffix("/v1") + "/v1"
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = httpx.Timeout(timeout, connect=10.0)
+        self.origin = Origin.of(self.base_url, timeout, 10.0)
+        self.json_headers = [*self.headers.items(), ("content-type", "application/json"),
+                             ("accept", "application/json"), ("user-agent", "codeinterp-client")]
+
+    @staticmethod
+    def target(path: str, params: dict[str, Any] | None) -> str:
+        return f"{path}?{urlencode(params)}" if params else path
+
+    @staticmethod
+    def encode(body: dict[str, Any] | None) -> bytes:
+        return b"" if body is None else json.dumps(body).encode()
+
+    @staticmethod
+    def parsed(reply: Reply) -> Any:
+        if 200 <= reply.status < 300:
+            return json.loads(reply.body) if reply.body else None
+        raise _api_error(reply.status, reply.reason, reply.body)
 
     @staticmethod
     def call_body(code: str, file_ids: Sequence[str], timeout: float | None, stream: bool) -> dict[str, Any]:
@@ -121,6 +159,7 @@ class Client:
         self._r = _Requests(base_url, api_key, timeout)
         self._http = httpx.Client(base_url=self._r.base_url, headers=self._r.headers, timeout=self._r.timeout,
                                   transport=transport)
+        self._pool = Pool(self._r.origin) if self._r.origin and transport is None else None
 
     def __enter__(self) -> Self:
         return self
@@ -129,13 +168,26 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        if self._pool:
+            self._pool.close()
         self._http.close()
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             return _checked(self._http.request(method, path, **kwargs))
         except httpx.TransportError as exc:
-            raise GatewayUnreachable(f"cannot reach {self._r.base_url}: {exc}") from exc
+            raise _unreachable(self._r.base_url, exc) from exc
+
+    def _json(self, method: str, path: str, body: dict[str, Any] | None = None,
+              params: dict[str, Any] | None = None) -> Any:
+        if self._pool is None:
+            return self._send(method, path, json=body, params=params).json()
+        try:
+            reply = self._pool.request(method, self._r.target(path, params), self._r.json_headers,
+                                       self._r.encode(body))
+        except _LEAN_ERRORS as exc:
+            raise _unreachable(self._r.base_url, exc) from exc
+        return self._r.parsed(reply)
 
     def _stream(self, path: str, body: dict[str, Any]) -> Iterator[Call]:
         sse = _SSE()
@@ -148,15 +200,15 @@ class Client:
                     if (event := sse.feed(line)) is not None:
                         yield event
         except httpx.TransportError as exc:
-            raise GatewayUnreachable(f"cannot reach {self._r.base_url}: {exc}") from exc
+            raise _unreachable(self._r.base_url, exc) from exc
 
     # -- calls ---------------------------------------------------------------------------
 
     def call(self, container_id: str, code: str, *, file_ids: Sequence[str] = (),
              timeout: float | None = None) -> Call:
         """Run code in a container; the finished call object."""
-        body = self._r.call_body(code, file_ids, timeout, False)
-        return self._send("POST", self._r.container_call(container_id), json=body).json()  # type: ignore[no-any-return]
+        return self._json("POST", self._r.container_call(container_id),  # type: ignore[no-any-return]
+                          self._r.call_body(code, file_ids, timeout, False))
 
     def stream_call(self, container_id: str, code: str, *, file_ids: Sequence[str] = (),
                     timeout: float | None = None) -> Iterator[Call]:
@@ -165,8 +217,8 @@ class Client:
 
     def thread_call(self, thread_id: str, code: str, *, file_ids: Sequence[str] = (),
                     timeout: float | None = None) -> Call:
-        body = self._r.call_body(code, file_ids, timeout, False)
-        return self._send("POST", self._r.thread_call(thread_id), json=body).json()  # type: ignore[no-any-return]
+        return self._json("POST", self._r.thread_call(thread_id),  # type: ignore[no-any-return]
+                          self._r.call_body(code, file_ids, timeout, False))
 
     def stream_thread_call(self, thread_id: str, code: str, *, file_ids: Sequence[str] = (),
                            timeout: float | None = None) -> Iterator[Call]:
@@ -174,27 +226,26 @@ class Client:
 
     def calls(self, container_id: str) -> list[Call]:
         """A container's call history, oldest first (the first 100)."""
-        page = self._send("GET", self._r.container_call(container_id), params={"limit": 100}).json()
-        return list(page["data"])
+        return list(self._json("GET", self._r.container_call(container_id), params={"limit": 100})["data"])
 
     def annotate(self, thread_id: str, text: str) -> dict[str, Any]:
         """``file_path`` annotations for the ``sandbox:`` links in a message."""
         path = f"/threads/{thread_id}/code_interpreter/annotations"
-        return self._send("POST", path, json={"text": text}).json()  # type: ignore[no-any-return]
+        return self._json("POST", path, {"text": text})  # type: ignore[no-any-return]
 
     def notebook(self, *, container_id: str | None = None, thread_id: str | None = None) -> dict[str, Any]:
         """The call history as an nbformat 4 notebook."""
-        return self._send("GET", self._r.notebook(container_id, thread_id)).json()  # type: ignore[no-any-return]
+        return self._json("GET", self._r.notebook(container_id, thread_id))  # type: ignore[no-any-return]
 
     # -- the container and file helpers `codeinterp run --server` needs -------------------
 
     def create_container(self, name: str, *, file_ids: Sequence[str] = (),
                          memory_limit: str | None = None) -> dict[str, Any]:
-        body = self._r.create_container(name, file_ids, memory_limit)
-        return self._send("POST", "/containers", json=body).json()  # type: ignore[no-any-return]
+        return self._json("POST", "/containers",  # type: ignore[no-any-return]
+                          self._r.create_container(name, file_ids, memory_limit))
 
     def delete_container(self, container_id: str) -> None:
-        self._send("DELETE", f"/containers/{container_id}")
+        self._json("DELETE", f"/containers/{container_id}")
 
     def upload_container_file(self, container_id: str, path: Path) -> dict[str, Any]:
         with open(path, "rb") as handle:
@@ -213,7 +264,7 @@ class Client:
                     for chunk in response.iter_bytes():
                         size += out.write(chunk)
         except httpx.TransportError as exc:
-            raise GatewayUnreachable(f"cannot reach {self._r.base_url}: {exc}") from exc
+            raise _unreachable(self._r.base_url, exc) from exc
         return size
 
 
@@ -225,6 +276,7 @@ class AsyncClient:
         self._r = _Requests(base_url, api_key, timeout)
         self._http = httpx.AsyncClient(base_url=self._r.base_url, headers=self._r.headers,
                                        timeout=self._r.timeout, transport=transport)
+        self._pool = AsyncPool(self._r.origin) if self._r.origin and transport is None else None
 
     async def __aenter__(self) -> Self:
         return self
@@ -233,13 +285,26 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._pool:
+            await self._pool.aclose()
         await self._http.aclose()
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             return _checked(await self._http.request(method, path, **kwargs))
         except httpx.TransportError as exc:
-            raise GatewayUnreachable(f"cannot reach {self._r.base_url}: {exc}") from exc
+            raise _unreachable(self._r.base_url, exc) from exc
+
+    async def _json(self, method: str, path: str, body: dict[str, Any] | None = None,
+                    params: dict[str, Any] | None = None) -> Any:
+        if self._pool is None:
+            return (await self._send(method, path, json=body, params=params)).json()
+        try:
+            reply = await self._pool.request(method, self._r.target(path, params), self._r.json_headers,
+                                             self._r.encode(body))
+        except _LEAN_ERRORS as exc:
+            raise _unreachable(self._r.base_url, exc) from exc
+        return self._r.parsed(reply)
 
     async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Call]:
         sse = _SSE()
@@ -252,12 +317,12 @@ class AsyncClient:
                     if (event := sse.feed(line)) is not None:
                         yield event
         except httpx.TransportError as exc:
-            raise GatewayUnreachable(f"cannot reach {self._r.base_url}: {exc}") from exc
+            raise _unreachable(self._r.base_url, exc) from exc
 
     async def call(self, container_id: str, code: str, *, file_ids: Sequence[str] = (),
                    timeout: float | None = None) -> Call:
-        body = self._r.call_body(code, file_ids, timeout, False)
-        return (await self._send("POST", self._r.container_call(container_id), json=body)).json()  # type: ignore[no-any-return]
+        return await self._json("POST", self._r.container_call(container_id),  # type: ignore[no-any-return]
+                                self._r.call_body(code, file_ids, timeout, False))
 
     def stream_call(self, container_id: str, code: str, *, file_ids: Sequence[str] = (),
                     timeout: float | None = None) -> AsyncIterator[Call]:
@@ -265,29 +330,29 @@ class AsyncClient:
 
     async def thread_call(self, thread_id: str, code: str, *, file_ids: Sequence[str] = (),
                           timeout: float | None = None) -> Call:
-        body = self._r.call_body(code, file_ids, timeout, False)
-        return (await self._send("POST", self._r.thread_call(thread_id), json=body)).json()  # type: ignore[no-any-return]
+        return await self._json("POST", self._r.thread_call(thread_id),  # type: ignore[no-any-return]
+                                self._r.call_body(code, file_ids, timeout, False))
 
     def stream_thread_call(self, thread_id: str, code: str, *, file_ids: Sequence[str] = (),
                            timeout: float | None = None) -> AsyncIterator[Call]:
         return self._stream(self._r.thread_call(thread_id), self._r.call_body(code, file_ids, timeout, True))
 
     async def calls(self, container_id: str) -> list[Call]:
-        page = (await self._send("GET", self._r.container_call(container_id), params={"limit": 100})).json()
+        page = await self._json("GET", self._r.container_call(container_id), params={"limit": 100})
         return list(page["data"])
 
     async def annotate(self, thread_id: str, text: str) -> dict[str, Any]:
         path = f"/threads/{thread_id}/code_interpreter/annotations"
-        return (await self._send("POST", path, json={"text": text})).json()  # type: ignore[no-any-return]
+        return await self._json("POST", path, {"text": text})  # type: ignore[no-any-return]
 
     async def notebook(self, *, container_id: str | None = None, thread_id: str | None = None) -> dict[str, Any]:
-        return (await self._send("GET", self._r.notebook(container_id, thread_id))).json()  # type: ignore[no-any-return]
+        return await self._json("GET", self._r.notebook(container_id, thread_id))  # type: ignore[no-any-return]
 
     async def create_container(self, name: str, *, file_ids: Sequence[str] = (),
                                memory_limit: str | None = None) -> dict[str, Any]:
-        body = self._r.create_container(name, file_ids, memory_limit)
-        return (await self._send("POST", "/containers", json=body)).json()  # type: ignore[no-any-return]
+        return await self._json("POST", "/containers",  # type: ignore[no-any-return]
+                                self._r.create_container(name, file_ids, memory_limit))
 
     async def delete_container(self, container_id: str) -> None:
-        await self._send("DELETE", f"/containers/{container_id}")
+        await self._json("DELETE", f"/containers/{container_id}")
 
