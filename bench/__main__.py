@@ -5,9 +5,9 @@ Sections (names for --only/--skip); those marked * run once per runtime in --run
 runc,runsc), side by side, the others under the first runtime only:
   warm*       1. first call on a new thread, `print(1)`, warm pool (its own server, CODEINTERP_POOL_SIZE=2)
   cold*       1. the same, cold (CODEINTERP_POOL_SIZE=0), and the sandbox library's cold start
-  roundtrip*  2. `pass` round trip on a warm thread over HTTP (httpx and a lean client), the library's,
+  roundtrip*  2. `pass` round trip on a warm thread over HTTP (httpx and codeinterp's own client), the library's,
                  and raw jupyter_client's beside the kernel, interleaved in blocks, with the ratios
-  throughput  3. calls per second over 8 threads at once over HTTP (httpx, lean clients), then the
+  throughput  3. calls per second over 8 threads at once over HTTP (httpx, codeinterp's own client), then the
                  same load on 8 library sessions and on raw jupyter_client, round by round
   flood       3. 200,000 flushed prints through the gateway against raw jupyter_client draining the
                  same cell beside the kernel, and another thread's `print(1)` meanwhile and beside

@@ -20,9 +20,10 @@ import docker
 import httpx
 
 import sandbox
+from gateway.client import AsyncClient
 
 from .gateway_bench import HTTP_TIMEOUT, Params, new_thread
-from .harness import BENCH_LABELS, LeanHTTP, Server, call, lean_call
+from .harness import BENCH_LABELS, Server, call
 from .stats import Row
 
 __all__ = ["library_first_call", "round_trip", "throughput"]
@@ -134,16 +135,22 @@ def _of_medians(num: list[float], den: list[float], percent: bool) -> str:
         f"ratio of the medians of all samples {value:.2f}"
 
 
+async def _ours(api: AsyncClient, thread: str, code: str) -> None:
+    body = await api.thread_call(thread, code)
+    if body.get("status") != "completed" or body.get("error"):
+        raise RuntimeError(f"call {code!r} on {thread} did not complete: {body.get('status')} {body.get('error')}")
+
+
 async def round_trip(p: Params, server: Server) -> list[Row]:
-    """`pass` on a warm thread over HTTP (httpx, and a lean client), through Session.execute, and
-    through raw jupyter_client beside the kernel: in blocks, each leg in turn, the order rotating."""
+    """`pass` on a warm thread over HTTP (httpx, and codeinterp's own client), through Session.execute,
+    and through raw jupyter_client beside the kernel: in blocks, each leg in turn, the order rotating."""
     thread = new_thread("rt")
     backend = _backend(_runtime_of(server))
-    legs = ("httpx", "lean", "lib", "raw")
+    legs = ("httpx", "ours", "lib", "raw")
     samples: dict[str, list[float]] = {leg: [] for leg in legs}
     medians: dict[str, list[float]] = {leg: [] for leg in legs}  # per block
     per_block = max(1, p.round_trips // _BLOCKS)
-    lean = LeanHTTP(server.url)
+    ours = AsyncClient(server.url, timeout=300)
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
             await call(http, thread, "print(1)")
@@ -157,7 +164,7 @@ async def round_trip(p: Params, server: Server) -> list[Row]:
                         return (await asyncio.to_thread(_raw_floor, session.host.name, warmup, n)).samples
                     fn: Callable[[], Awaitable[object]] = {
                         "httpx": lambda: call(http, thread, "pass"),
-                        "lean": lambda: lean_call(lean, thread, "pass"),
+                        "ours": lambda: _ours(ours, thread, "pass"),
                         "lib": lambda: session.execute("pass")}[name]
                     await timed_calls(fn, warmup)
                     return await timed_calls(fn, n)
@@ -174,33 +181,33 @@ async def round_trip(p: Params, server: Server) -> list[Row]:
                 await session.close()
             await http.delete(f"/v1/threads/{thread}/code_interpreter")
     finally:
-        await lean.aclose()
+        await ours.aclose()
         await backend.aclose()
     return [Row("2", "call round trip of `pass` on a warm thread, HTTP (httpx client)", samples["httpx"]),
-            Row("2", "call round trip of `pass` on a warm thread, HTTP (lean keep-alive client)", samples["lean"],
-                note="bench.harness.LeanHTTP: the gateway's cost without most of a client's"),
+            Row("2", "call round trip of `pass` on a warm thread, HTTP (gateway.client.AsyncClient)", samples["ours"],
+                note="codeinterp's own client: keep-alive connections over h11 (gateway/connection.py)"),
             Row("2", "sandbox library: Session.execute(`pass`) on a warm session, no HTTP", samples["lib"]),
             Row("2", "floor: raw jupyter_client execute(`pass`) + iopub idle + reply, beside the kernel",
                 samples["raw"]),
             _ratio("HTTP (httpx) round trip / raw floor, block medians", medians["httpx"], medians["raw"],
                    percent=False, target=f"target <= 1.5; {_of_medians(samples['httpx'], samples['raw'], False)}"),
-            _ratio("HTTP (lean client) round trip / raw floor, block medians", medians["lean"], medians["raw"],
-                   percent=False, target=f"target <= 1.5; {_of_medians(samples['lean'], samples['raw'], False)}"),
+            _ratio("HTTP (gateway.client) round trip / raw floor, block medians", medians["ours"], medians["raw"],
+                   percent=False, target=f"target <= 1.5; {_of_medians(samples['ours'], samples['raw'], False)}"),
             _ratio("HTTP (httpx) round trip / library, block medians", medians["httpx"], medians["lib"],
                    percent=False, target=_of_medians(samples["httpx"], samples["lib"], False))]
 
 
 async def throughput(p: Params, server: Server) -> list[Row]:
     """Calls per second over ``clients`` threads at once: through the gateway (httpx clients, then
-    lean ones), then the same load on as many library sessions in this process, then raw
+    codeinterp's own), then the same load on as many library sessions in this process, then raw
     jupyter_client beside those kernels; round by round."""
     calls_per_round = p.clients * p.calls_per_client
     threads = [new_thread("tp") for _ in range(p.clients)]
     backend = _backend(_runtime_of(server))
     sessions: list[sandbox.Session] = []
     clients = [httpx.AsyncClient(base_url=server.url, timeout=HTTP_TIMEOUT) for _ in threads]
-    leans = [LeanHTTP(server.url) for _ in threads]
-    rates: dict[str, list[float]] = {"http": [], "lean": [], "lib": [], "raw": []}
+    ours = [AsyncClient(server.url, timeout=300) for _ in threads]
+    rates: dict[str, list[float]] = {"http": [], "ours": [], "lib": [], "raw": []}
     latencies: list[float] = []
     execs = ThreadPoolExecutor(p.clients, thread_name_prefix="bench-raw")
 
@@ -211,12 +218,12 @@ async def throughput(p: Params, server: Server) -> list[Row]:
 
         return await _timed(lambda: asyncio.gather(*(client(h, t) for h, t in zip(clients, threads, strict=True))))
 
-    async def lean_round() -> float:
-        async def client(lean: LeanHTTP, thread: str) -> None:
+    async def ours_round() -> float:
+        async def client(api: AsyncClient, thread: str) -> None:
             for _ in range(p.calls_per_client):
-                await lean_call(lean, thread, "pass")
+                await _ours(api, thread, "pass")
 
-        return await _timed(lambda: asyncio.gather(*(client(h, t) for h, t in zip(leans, threads, strict=True))))
+        return await _timed(lambda: asyncio.gather(*(client(a, t) for a, t in zip(ours, threads, strict=True))))
 
     async def lib_round() -> float:
         async def client(session: sandbox.Session) -> None:
@@ -239,7 +246,7 @@ async def throughput(p: Params, server: Server) -> list[Row]:
         sessions = list(await asyncio.gather(*(sandbox.Session.start(backend, f"bench-tp-{i}")
                                                for i in range(p.clients))))
         for round_no in range(p.rounds + 1):  # round 0 warms up
-            for name, leg in (("http", http_round), ("lean", lean_round), ("lib", lib_round), ("raw", raw_round)):
+            for name, leg in (("http", http_round), ("ours", ours_round), ("lib", lib_round), ("raw", raw_round)):
                 elapsed = await leg()
                 if round_no > 0:
                     rates[name].append(calls_per_round / elapsed)
@@ -250,8 +257,8 @@ async def throughput(p: Params, server: Server) -> list[Row]:
     finally:
         for http in clients:
             await http.aclose()
-        for lean in leans:
-            await lean.aclose()
+        for api in ours:
+            await api.aclose()
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
         await backend.aclose()
         execs.shutdown()
@@ -259,7 +266,7 @@ async def throughput(p: Params, server: Server) -> list[Row]:
     return [Row("3", f"calls per second, HTTP (httpx clients): {p.clients} threads, {per}", rates["http"],
                 unit="calls/s", scale=1.0),
             Row("3", "latency of one `pass` call under that load, HTTP (httpx)", latencies),
-            Row("3", f"calls per second, HTTP (lean keep-alive clients): {p.clients} threads, {per}", rates["lean"],
+            Row("3", f"calls per second, HTTP (gateway.client.AsyncClient): {p.clients} threads, {per}", rates["ours"],
                 unit="calls/s", scale=1.0),
             Row("3", f"sandbox library: calls per second, {p.clients} sessions in one process, {per}",
                 rates["lib"], unit="calls/s", scale=1.0),
@@ -267,5 +274,5 @@ async def throughput(p: Params, server: Server) -> list[Row]:
                 unit="calls/s", scale=1.0),
             _ratio("HTTP (httpx) calls per second / library's, paired rounds", rates["http"], rates["lib"],
                    percent=True, target=f"target >= 80 %; {_of_medians(rates['http'], rates['lib'], True)}"),
-            _ratio("HTTP (lean clients) calls per second / library's, paired rounds", rates["lean"], rates["lib"],
-                   percent=True, target=f"target >= 80 %; {_of_medians(rates['lean'], rates['lib'], True)}")]
+            _ratio("HTTP (gateway.client) calls per second / library's, paired rounds", rates["ours"], rates["lib"],
+                   percent=True, target=f"target >= 80 %; {_of_medians(rates['ours'], rates['lib'], True)}")]

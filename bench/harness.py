@@ -26,7 +26,7 @@ import httpx
 
 import sandbox
 
-__all__ = ["BENCH_LABEL", "BENCH_LABELS", "LeanHTTP", "Server", "call", "lean_call", "log", "machine",
+__all__ = ["BENCH_LABEL", "BENCH_LABELS", "Server", "call", "log", "machine",
            "run_cleanly", "runtime_problem", "stop_all_servers", "sweep"]
 
 # Its value is the pid of the harness process that made the container, so that runs going on at once
@@ -228,57 +228,6 @@ async def call(http: httpx.AsyncClient, thread: str, code: str, **extra: Any) ->
     body: dict[str, Any] = response.json()
     if body.get("status") != "completed" or body.get("error"):
         raise RuntimeError(f"call {code!r} on {thread} did not complete: {body.get('status')} {body.get('error')}")
-    return body
-
-
-class LeanHTTP:
-    """A minimal keep-alive HTTP/1.1 client for JSON posts, to time the gateway without most of a
-    full client's own cost (httpx adds about 0.8 ms a request on this machine). It reads only
-    responses with a Content-Length, which is what the gateway sends for a call that is not streamed."""
-
-    def __init__(self, url: str) -> None:
-        host, _, port = url.removeprefix("http://").partition(":")
-        self.host, self.port = host, int(port or 80)
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    async def post(self, path: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
-        reused = self._streams is not None
-        try:
-            return await self._post(path, body)
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            # The server closes a connection left idle past its keep-alive timeout: a reused one
-            # that ends before any byte of an answer is opened again, once.
-            partial = exc.partial if isinstance(exc, asyncio.IncompleteReadError) else b""
-            await self.aclose()
-            if not reused or partial:
-                raise
-            return await self._post(path, body)
-
-    async def _post(self, path: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
-        if self._streams is None:
-            self._streams = await asyncio.open_connection(self.host, self.port)
-        reader, writer = self._streams
-        data = json.dumps(body).encode()
-        writer.write(f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
-                     f"content-length: {len(data)}\r\n\r\n".encode() + data)
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        status = int(head[0].split()[1])
-        headers = dict(line.lower().split(":", 1) for line in head[1:] if ":" in line)
-        length = int(headers["content-length"])
-        payload: dict[str, Any] = json.loads(await reader.readexactly(length))
-        return status, payload
-
-    async def aclose(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
-            self._streams = None
-
-
-async def lean_call(http: LeanHTTP, thread: str, code: str) -> dict[str, Any]:
-    """``call`` over LeanHTTP."""
-    status, body = await http.post(f"/v1/threads/{thread}/code_interpreter/calls", {"input": code})
-    if status != 200 or body.get("status") != "completed" or body.get("error"):
-        raise RuntimeError(f"call {code!r} on {thread} did not complete: {status} {body}")
     return body
 
 
