@@ -46,6 +46,7 @@ class Gateway:
         self._backend = backend
         self._reaper: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._lag: asyncio.Task[None] | None = None
 
     @cached_property
     def instance(self) -> str:
@@ -151,6 +152,7 @@ class Gateway:
             _every(self.settings.expiry_interval, containers.expire_idle, "expiry sweep"), name="expiry")
         self._watcher = asyncio.create_task(
             _every(self.settings.memory_check_interval, containers.relieve_memory, "memory check"), name="memory")
+        self._lag = asyncio.create_task(self.metrics.watch_loop(), name="loop lag")
 
     async def recover(self) -> None:
         """After a stop or crash: no call of this node stays in progress, and no sandbox of ours is left running.
@@ -219,7 +221,7 @@ class Gateway:
         return True
 
     async def shutdown(self) -> None:
-        for task in (self._reaper, self._watcher):
+        for task in (self._reaper, self._watcher, self._lag):
             if task is not None:
                 task.cancel()
         # Background calls have no request for uvicorn to wait on: they get the same grace here.

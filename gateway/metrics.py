@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["Metrics"]
+__all__ = ["LOOP_LAG_EVERY", "Metrics"]
+
+LOOP_LAG_EVERY = 0.05  # seconds between the event loop's wake-ups that time its lag
 
 
 class Metrics:
@@ -28,6 +31,19 @@ class Metrics:
         self.restores = Histogram("codeinterp_restore_seconds", "Bringing an idle sandbox back for a call",
                                   ["restored"], registry=self.registry,
                                   buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32))
+        # Every request and every call's output goes through one event loop: a callback that holds it
+        # stalls them all. This says how often, and how long, apart from what the machine does.
+        self.loop_lag = Histogram("codeinterp_event_loop_lag_seconds",
+                                  f"How late a wake-up due every {LOOP_LAG_EVERY} s came", registry=self.registry,
+                                  buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+
+    async def watch_loop(self) -> None:
+        """Time the running loop's lag until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LOOP_LAG_EVERY
+            await asyncio.sleep(LOOP_LAG_EVERY)
+            self.loop_lag.observe(max(0.0, loop.time() - due))
 
     def observe_restore(self, kind: str, seconds: float) -> None:
         """One sandbox brought back: ``kind`` "memory" (woken) or "files" (a new kernel)."""
