@@ -10,7 +10,11 @@ Issue 14's item 3, measured in one run on one gateway:
   HTTP one, beside the same flood. Nothing of the gateway is in its path, only the machine's contention
   (2 cores shared by the flooding kernel, dockerd relaying its output, and the gateway reading it);
 - the neighbour and its floor again beside one sustained flood of 10 N lines: a flood of N is over in
-  about a second now that flushes close together travel as one message, too short to sample a tail.
+  about a second now that flushes close together travel as one message, too short to sample a tail;
+- the gateway's own event loop meanwhile (`codeinterp_event_loop_lag_seconds` from /metrics, before
+  and after): how many of its wake-ups came over 100 ms late, which tells a stall of the gateway from
+  the machine's.
+The neighbour calls through `gateway.client.AsyncClient`, codeinterp's own client.
 Containers carry codeinterp.bench=1 and are removed at the end.
 """
 
@@ -27,8 +31,10 @@ from typing import Any, cast
 
 import docker
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 import sandbox
+from gateway.client import AsyncClient
 
 from .harness import BENCH_LABELS, Server, log, sweep
 from .stats import HEADER, Row
@@ -81,12 +87,13 @@ def contiguous_prefix(logs: str) -> int:
     return count
 
 
-async def neighbour(http: httpx.AsyncClient, session: sandbox.Session, done: asyncio.Event, samples: list[float],
+async def neighbour(api: AsyncClient, session: sandbox.Session, done: asyncio.Event, samples: list[float],
                     floor: list[float]) -> None:
     while not done.is_set():
         began = time.perf_counter()
-        response = await http.post("/v1/threads/bench-neighbour/code_interpreter/calls", json={"input": "print(1)"})
-        response.raise_for_status()
+        answer = await api.thread_call("bench-neighbour", "print(1)")
+        if answer["status"] != "completed":
+            raise RuntimeError(f"the neighbour's print(1) ended {answer['status']}")
         samples.append(time.perf_counter() - began)
         began = time.perf_counter()
         result = await session.execute("print(1)")
@@ -107,15 +114,16 @@ async def flood(server: Server, lines: int, rounds: int) -> list[Row]:
     notes: list[str] = []
     runtime = server.extra_env.get("CODEINTERP_RUNTIME") or None
     backend = sandbox.DockerBackend(sandbox.DockerConfig(labels=BENCH_LABELS, runtime=runtime))
-    async with httpx.AsyncClient(base_url=server.url, timeout=900) as http, \
+    async with httpx.AsyncClient(base_url=server.url, timeout=900) as http, AsyncClient(server.url) as api, \
             await sandbox.Session.start(backend, "bench-flood-neighbour") as session:
         await session.execute("pass")
         for thread in ("bench-flood", "bench-neighbour"):
             (await http.post(f"/v1/threads/{thread}/code_interpreter/calls", json={"input": "pass"})
              ).raise_for_status()
         box = (await http.get("/v1/threads/bench-flood/code_interpreter")).json()["container"]["id"]
+        lag_before = await _loop_lag(http)
         for n in range(rounds):
-            seconds, body = await _beside(http, session, code, stalls, library_stalls)
+            seconds, body = await _beside(http, api, session, code, stalls, library_stalls)
             gateway.append(seconds)
             logs = "".join(o["logs"] for o in body["code_interpreter"]["outputs"] if o["type"] == "logs")
             truncated = "[output truncated" in logs
@@ -125,9 +133,13 @@ async def flood(server: Server, lines: int, rounds: int) -> list[Row]:
             seconds, drained = await asyncio.to_thread(raw_drain, box, code)
             raw.append(seconds)
             log(f"flood round {n + 1}: gateway {gateway[-1]:.1f} s, raw {seconds:.1f} s ({drained} lines)")
+        lag_rounds = _late(lag_before, await _loop_lag(http))
         sustained_stalls: list[float] = []
         sustained_floor: list[float] = []
-        took, body = await _beside(http, session, FLOOD.format(n=lines * SUSTAINED), sustained_stalls, sustained_floor)
+        lag_before = await _loop_lag(http)
+        took, body = await _beside(http, api, session, FLOOD.format(n=lines * SUSTAINED), sustained_stalls,
+                                   sustained_floor)
+        lag_sustained = _late(lag_before, await _loop_lag(http))
         log(f"sustained flood of {lines * SUSTAINED:,} lines: {body['status']} in {took:.1f} s")
     ratios = ", ".join(f"{g / r:.2f}" for g, r in zip(gateway, raw, strict=True))
     return [Row("3", f"{lines:,} flushed prints, through the gateway (HTTP) until the call is done",
@@ -135,21 +147,22 @@ async def flood(server: Server, lines: int, rounds: int) -> list[Row]:
                                                  + "; ".join(sorted(set(notes)))),
             Row("3", "floor: raw jupyter_client draining the same cell beside the kernel", raw, unit="s", scale=1),
             Row("3", "another thread's `print(1)` while the flood runs (one every 0.05 s), HTTP", stalls,
-                note=f"target: no stall over 100 ms; {_over(stalls, 0.1)}"),
+                note=f"target: no stall over 100 ms; {_over(stalls, 0.1)}; {lag_rounds}"),
             Row("3", "floor: `print(1)` through the sandbox library in the bench process, beside the same flood",
                 library_stalls, note=f"no gateway in its path: the machine's contention; {_over(library_stalls, 0.1)}"),
             Row("3", f"another thread's `print(1)` beside one sustained flood of {lines * SUSTAINED:,} flushed prints, "
                      "HTTP", sustained_stalls,
-                note=f"the flood took {took:.1f} s ({body['status']}); {_over(sustained_stalls, 0.1)}"),
+                note=f"the flood took {took:.1f} s ({body['status']}); {_over(sustained_stalls, 0.1)}; "
+                     f"{lag_sustained}"),
             Row("3", "floor: `print(1)` through the sandbox library beside the sustained flood", sustained_floor,
                 note=_over(sustained_floor, 0.1))]
 
 
-async def _beside(http: httpx.AsyncClient, session: sandbox.Session, code: str, stalls: list[float],
-                  floor: list[float]) -> tuple[float, dict[str, Any]]:
+async def _beside(http: httpx.AsyncClient, api: AsyncClient, session: sandbox.Session, code: str,
+                  stalls: list[float], floor: list[float]) -> tuple[float, dict[str, Any]]:
     """Run ``code`` on the flood thread with the neighbour calling beside it: its time and body."""
     done = asyncio.Event()
-    beside = asyncio.create_task(neighbour(http, session, done, stalls, floor))
+    beside = asyncio.create_task(neighbour(api, session, done, stalls, floor))
     try:
         began = time.perf_counter()
         response = await http.post("/v1/threads/bench-flood/code_interpreter/calls",
@@ -160,6 +173,26 @@ async def _beside(http: httpx.AsyncClient, session: sandbox.Session, code: str, 
         await beside
     response.raise_for_status()
     return seconds, cast(dict[str, Any], response.json())
+
+
+async def _loop_lag(http: httpx.AsyncClient) -> tuple[float, float]:
+    """The gateway's loop-lag histogram now: wake-ups timed, and those up to 100 ms late."""
+    text = (await http.get("/metrics")).text
+    count = within = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "codeinterp_event_loop_lag_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == 0.1:
+                within = sample.value
+    return count, within
+
+
+def _late(before: tuple[float, float], after: tuple[float, float]) -> str:
+    count, within = after[0] - before[0], after[1] - before[1]
+    return f"the gateway's event loop: {count - within:.0f} of {count:.0f} wake-ups over 100 ms late"
 
 
 def _over(samples: list[float], limit: float) -> str:
