@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import h11
 import httpx
@@ -108,6 +108,8 @@ class _Requests:
 
     @staticmethod
     def target(path: str, params: dict[str, Any] | None) -> str:
+        # Percent-encoded as httpx would, so an odd id reaches the gateway and gets its 4xx there.
+        path = quote(path, safe="/:@!$&'()*+,;=-._~%")
         return f"{path}?{urlencode(params)}" if params else path
 
     @staticmethod

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import h11
+import httpx
 
 __all__ = ["IDLE_EXPIRY", "AsyncPool", "Origin", "Pool", "Reply"]
 
@@ -62,9 +63,7 @@ class Origin:
             return None
         tls = None
         if parts.scheme == "https":
-            import httpx  # the same certificate store httpx would use for the other requests
-
-            tls = httpx.create_ssl_context()
+            tls = httpx.create_ssl_context()  # the store httpx uses for the other requests (SSL_CERT_FILE too)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), timeout, connect_timeout, tls)
 

@@ -143,6 +143,14 @@ def test_json_requests_share_one_keepalive_connection_and_carry_the_key(serve: C
     assert server.seen[0].headers["host"] == f"127.0.0.1:{server.port}"
 
 
+def test_an_id_with_odd_characters_is_percent_encoded_as_httpx_would(serve: Callable[..., Server]) -> None:
+    server = serve(call_answer)
+    with Client(server.url) as api:
+        api.thread_call("a thread/ü?#", "1")
+    expected = httpx.URL(f"{server.url}/v1/threads/a thread/ü%3F%23/code_interpreter/calls").raw_path.decode()
+    assert server.seen[0].target == expected == "/v1/threads/a%20thread/%C3%BC%3F%23/code_interpreter/calls"
+
+
 def test_a_connection_the_server_closed_while_idle_is_not_sent_on(serve: Callable[..., Server]) -> None:
     # As uvicorn does past its keep-alive timeout: the answer carries no "connection: close", then the
     # server closes. The next request must go on a new connection, not fail on the dead one.
