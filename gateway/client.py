@@ -7,7 +7,7 @@ the few container and file helpers here are the ones ``codeinterp run --server``
 needs, so that the command line does not depend on the SDK.
 
 The JSON requests (calls, history, annotations, the notebook, container create and
-delete) go over ``gateway.connection``'s keep-alive connections, which cost a tenth of
+delete) go over ``gateway.connection``'s keep-alive connections, which cost about a third of
 httpx's CPU a request; streams, uploads, downloads, a ``transport`` given for tests and a
 base URL that a proxy setting covers go through httpx.
 
