@@ -149,6 +149,7 @@ async def round_trip(p: Params, server: Server) -> list[Row]:
     legs = ("httpx", "ours", "lib", "raw")
     samples: dict[str, list[float]] = {leg: [] for leg in legs}
     medians: dict[str, list[float]] = {leg: [] for leg in legs}  # per block
+    cpu: dict[str, list[float]] = {"httpx": [], "ours": []}  # this process's CPU per call, per block
     per_block = max(1, p.round_trips // _BLOCKS)
     ours = AsyncClient(server.url, timeout=300)
     try:
@@ -174,7 +175,10 @@ async def round_trip(p: Params, server: Server) -> list[Row]:
                 for block in range(_BLOCKS):
                     for i in range(len(legs)):
                         name = legs[(block + i) % len(legs)]
+                        used = time.process_time()
                         got = await leg(name, per_block, 3)
+                        if name in cpu:  # the client is all this process does meanwhile
+                            cpu[name].append((time.process_time() - used) / (per_block + 3))
                         samples[name].extend(got)
                         medians[name].append(statistics.median(got))
             finally:
@@ -186,6 +190,9 @@ async def round_trip(p: Params, server: Server) -> list[Row]:
     return [Row("2", "call round trip of `pass` on a warm thread, HTTP (httpx client)", samples["httpx"]),
             Row("2", "call round trip of `pass` on a warm thread, HTTP (gateway.client.AsyncClient)", samples["ours"],
                 note="codeinterp's own client: keep-alive connections over h11 (gateway/connection.py)"),
+            Row("2", "client CPU per call (user + system, the bench process), httpx", cpu["httpx"],
+                note="per block; the process does nothing else meanwhile"),
+            Row("2", "client CPU per call (user + system, the bench process), gateway.client", cpu["ours"]),
             Row("2", "sandbox library: Session.execute(`pass`) on a warm session, no HTTP", samples["lib"]),
             Row("2", "floor: raw jupyter_client execute(`pass`) + iopub idle + reply, beside the kernel",
                 samples["raw"]),
