@@ -265,7 +265,7 @@ def test_https_with_the_ca_that_ssl_cert_file_names(serve: Callable[..., Server]
     context.load_cert_chain(cert, key)
     server = serve(call_answer, tls=context)
     with Client(server.url) as api, pytest.raises(GatewayUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
-        api.thread_call("t", "1")  # not trusted: certifi's store, as httpx's
+        api.thread_call("t", "1")  # not in the store httpx would use either
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     with Client(server.url) as api:
         assert api.thread_call("t", "1")["echo"]["input"] == "1"
