@@ -21,6 +21,7 @@ __all__ = ["LABEL", "DockerConfig", "kernel_environment", "labels", "run_argumen
 
 LABEL = "codeinterp"  # every container we make carries it; sweep by it
 RUN = "/run/kernel"  # the kernel's connection file and ipc sockets: a tmpfs private to the container
+CHANNEL = "/run/codeinterp-channel"  # the host's socket for the relay (runc): mounted read-only
 HOME = "/home/sandbox"
 PYTHON = "/opt/venv/bin/python"
 KEY_VAR = "CODEINTERP_KERNEL_KEY"

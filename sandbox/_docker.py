@@ -20,7 +20,7 @@ from docker.models.containers import Container
 from ._backend import KernelHost, SessionSpec, parse_size
 from ._channel import Pipe
 from ._checkpoints import Checkpointing
-from ._container import KEY_VAR, LABEL, PYTHON, RUN, DockerConfig, labels, run_arguments
+from ._container import CHANNEL, KEY_VAR, LABEL, PYTHON, RUN, DockerConfig, labels, run_arguments
 from ._datadir import DataDir, Snapshot
 from ._enginefiles import EngineFiles, OrphanFiles, RemoteOrphanFiles
 from ._engines import DockerHost, Engine, Load, choose, measure, states
@@ -33,6 +33,7 @@ from ._errors import (
 from ._execpipe import ExecPipe
 from ._inside import source
 from ._results import KernelExit
+from ._socketpipe import SOCKET_NAME, ChannelListener
 from ._volume import make_data_dir, release_stale_workdirs, release_workdir
 from ._volumefiles import VolumeFiles, data_volume_options, keep_data
 
@@ -203,6 +204,8 @@ class DockerBackend(EngineFiles, Checkpointing):
                 asyncio.to_thread(self._prepare_dirs, root, data, parse_size(limits.data_size)),
                 lambda: asyncio.to_thread(release_workdir, root))
             mount: dict[str, Any] = {str(data.path): {"bind": "/mnt/data", "mode": "rw"}}
+            if self._socket_channel:
+                mount[str(root / "channel")] = {"bind": CHANNEL, "mode": "ro"}
         else:
             volume = f"codeinterp-data-{key}"
             await self._call(engine, lambda: engine.client().api.create_volume(
@@ -234,28 +237,53 @@ class DockerBackend(EngineFiles, Checkpointing):
         return KernelHost(session_id=spec.session_id, name=container.id or "", key=hmac_key, data=data,
                           engine=engine.name)
 
+    @property
+    def _socket_channel(self) -> bool:
+        """Whether a local sandbox's relay reaches us over a socket (sandbox/_socketpipe.py): runc only."""
+        return self.config.runtime in (None, "", "runc")
+
     def _prepare_dirs(self, root: Path, data: DataDir, data_size: int) -> None:
         root.mkdir(parents=True, mode=0o700)
+        if self._socket_channel:
+            (root / "channel").mkdir(mode=0o755)
         make_data_dir(data, size=data_size, mode=self.config.data_quota)
 
     async def connect(self, host: KernelHost) -> Pipe:
-        """A relay beside the kernel, run with ``docker exec``; its stdin and stdout are the channel."""
+        """A relay beside the kernel, run with ``docker exec``: over a socket we listen on when the
+        container mounts one (sandbox/_socketpipe.py), else its stdin and stdout are the channel."""
         engine = self._engine(host)
+        channel = host.data.path.parent / "channel" if host.data is not None else None
+        listener = await asyncio.to_thread(ChannelListener, channel) if channel and channel.is_dir() else None
+        relay = [source("relay"), f"{RUN}/connection.json"]
+        command = ([PYTHON, "-I", "-c", source("dial"), f"{CHANNEL}/{SOCKET_NAME}", *relay] if listener
+                   else [PYTHON, "-I", "-c", *relay])
 
         def create() -> str:
-            created = engine.client().api.exec_create(
-                host.name, [PYTHON, "-I", "-c", source("relay"), f"{RUN}/connection.json"],
-                stdin=True, stdout=True, stderr=True, user=f"{self.config.uid}:{self.config.uid}")
+            created = engine.client().api.exec_create(host.name, command, stdin=listener is None, stdout=True,
+                                                      stderr=True, user=f"{self.config.uid}:{self.config.uid}")
             return str(created["Id"])
-        exec_id = await self._call(engine, create)
         try:
+            exec_id = await self._call(engine, create)
             # An engine that takes the connection and then says nothing must not hold the start forever.
-            return await asyncio.wait_for(ExecPipe.open(engine.host.url, exec_id, engine.ssl_context()),
-                                          self.config.placement.timeout)
+            timeout = self.config.placement.timeout
+            stream = await asyncio.wait_for(ExecPipe.open(engine.host.url, exec_id, engine.ssl_context()), timeout)
+            if listener is None:
+                return stream
+
+            async def pid() -> int:
+                return int(await self._call(engine, lambda: engine.client().api.exec_inspect(exec_id)["Pid"]))
+            try:
+                return await listener.accept(stream, pid, timeout)
+            except BaseException:
+                await stream.aclose()
+                raise
         except (OSError, EOFError, asyncio.LimitOverrunError) as exc:  # TimeoutError is an OSError
             engine.failed(str(exc))
             raise BackendUnavailable(f"cannot attach to the kernel relay on {engine.name} ({exc}); "
                                      "is Docker running? `scripts/docker-up.sh`") from exc
+        finally:
+            if listener is not None:
+                listener.close()
 
     async def stop(self, host: KernelHost) -> None:
         # The container first: it holds the data mount, which can only go once it is gone.

@@ -14,5 +14,5 @@ __all__ = ["source"]
 
 
 def source(name: str) -> str:
-    """The source text of ``launcher`` or ``relay``."""
+    """The source text of ``launcher``, ``relay`` or ``dial``."""
     return (Path(__file__).parent / f"{name}.py").read_text()
