@@ -3,9 +3,10 @@
 Run inside the kernel host as ``python -I -c <this source> CONNECTION_FILE``.
 The other end is ``sandbox._channel``: it reaches this process through whatever
 byte stream the backend offers (``docker exec`` for containers, or a socket
-that ``dial.py`` connects under runc; a pipe for a local kernel), so the kernel's sockets never leave the host they live in. That
-is what lets a kernel run under gVisor, on another Docker host, or be
-checkpointed with its memory.
+that ``dial.py`` connects under runc; a pipe for a local kernel), so the
+kernel's sockets never leave the host they live in. That is what lets a
+kernel run under gVisor, on another Docker host, or be checkpointed with its
+memory.
 
 Each message, either way, is one record: a 4-byte big-endian length, a channel
 byte, then each ZeroMQ frame as a 4-byte big-endian length and its bytes. The
