@@ -45,7 +45,11 @@ class ThreadCallLane(Route):
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if _DECLINED in scope:
             return Match.NONE, {}
-        return super().matches(scope)
+        match, child = super().matches(scope)
+        if match is Match.FULL:
+            # As FastAPI's routes do: the request's metrics and log line name the route, not "unmatched".
+            child["route"] = self
+        return match, child
 
     async def serve(self, request: Request) -> Response:
         raw = await request.body()  # kept on ``request``: a handler that forwards the call sends it on

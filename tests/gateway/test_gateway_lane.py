@@ -146,3 +146,17 @@ async def test_a_declined_call_keeps_its_body_for_fastapis_route(tmp_path: Path)
 
 
 pytestmark = pytest.mark.timeout(60)
+
+
+async def test_the_lanes_requests_are_counted_under_their_route(tmp_path: Path) -> None:
+    # Starlette's router names no route in the scope, FastAPI's does: the lane must name itself, or
+    # the hottest route's requests and latencies are filed under "unmatched".
+    async with _gateway(tmp_path, lane=True) as http:
+        assert (await http.post(CALLS.format("t1"), json={"input": "print(1)"}, headers=AUTH)).status_code == 200
+        assert (await http.post(CALLS.format("t1"), json={"input": 1}, headers=AUTH)).status_code == 400
+        text = (await http.get("/metrics")).text
+    route = 'route="/v1/threads/{thread_id}/code_interpreter/calls"'
+    assert f'codeinterp_requests_total{{method="POST",{route},status="200"}} 1.0' in text
+    assert f'codeinterp_requests_total{{method="POST",{route},status="400"}} 1.0' in text
+    assert f'codeinterp_request_seconds_count{{{route}}} 2.0' in text
+    assert "unmatched" not in text
