@@ -189,7 +189,7 @@ async def round_trip(p: Params, server: Server) -> list[Row]:
         await backend.aclose()
     return [Row("2", "call round trip of `pass` on a warm thread, HTTP (httpx client)", samples["httpx"]),
             Row("2", "call round trip of `pass` on a warm thread, HTTP (gateway.client.AsyncClient)", samples["ours"],
-                note="codeinterp's own client: keep-alive connections over h11 (gateway/connection.py)"),
+                note="codeinterp's own client: keep-alive connections parsed by httptools (gateway/connection.py)"),
             Row("2", "client CPU per call (user + system, the bench process), httpx", cpu["httpx"],
                 note="per block; the process does nothing else meanwhile"),
             Row("2", "client CPU per call (user + system, the bench process), gateway.client", cpu["ours"]),

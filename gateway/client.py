@@ -25,10 +25,9 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, urlencode
 
-import h11
 import httpx
 
-from .connection import AsyncPool, Origin, Pool, Reply
+from .connection import AsyncPool, Origin, Pool, ProtocolError, Reply
 
 __all__ = ["APIError", "AsyncClient", "Client", "ClientError", "GatewayUnreachable"]
 
@@ -73,7 +72,7 @@ def _checked(response: httpx.Response) -> httpx.Response:
     raise _api_error(response.status_code, response.reason_phrase, response.content)
 
 
-_LEAN_ERRORS = (OSError, h11.ProtocolError)  # what gateway.connection raises (timeouts are OSErrors)
+_LEAN_ERRORS = (OSError, ProtocolError)  # what gateway.connection raises (timeouts are OSErrors)
 
 
 class _SSE:
@@ -100,6 +99,10 @@ class _Requests:
 
     def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1") + "/v1"
+        if api_key and not (api_key.isascii() and api_key.isprintable()):
+            # Checked here, or httpx and the lean path would each fail on it in their own way.
+            raise ClientError("the API key must be printable ASCII (a header cannot carry line breaks or other "
+                              "characters); check CODEINTERP_API_KEY or the api_key argument")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = httpx.Timeout(timeout, connect=10.0)
         self.origin = Origin.of(self.base_url, timeout, 10.0)

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 import gateway.connection
-from gateway.client import APIError, AsyncClient, Client, GatewayUnreachable
+from gateway.client import APIError, AsyncClient, Client, ClientError, GatewayUnreachable
 
 
 @dataclass
@@ -293,3 +293,44 @@ def test_a_transport_given_for_tests_carries_the_json_requests() -> None:
     with Client("http://127.0.0.1:9", transport=httpx.MockTransport(handler)) as api:
         assert api.thread_call("t", "1") == {"id": "ci_3"}
     assert [str(r.url) for r in requests] == ["http://127.0.0.1:9/v1/threads/t/code_interpreter/calls"]
+
+
+def test_a_body_that_runs_to_the_end_of_the_stream_is_read_whole_and_its_connection_dropped(
+        serve: Callable[..., Server]) -> None:
+    body = json.dumps({"id": "ci_3", "logs": "y" * 5000}).encode()
+    server = serve(lambda seen: (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + body, "close"))
+    with Client(server.url) as api:
+        assert api.thread_call("t", "1") == {"id": "ci_3", "logs": "y" * 5000}
+        assert api.thread_call("t", "2")["id"] == "ci_3"
+    assert server.connections == 2
+
+
+def test_bytes_after_the_answer_leave_the_connection_unused(serve: Callable[..., Server]) -> None:
+    # A server that sends more than it was asked for is out of step: the next answer would be this one's.
+    server = serve(lambda seen: call_answer(seen) + ok({"id": "stray"}))
+    with Client(server.url) as api:
+        assert api.thread_call("t", "a")["echo"]["input"] == "a"
+        assert api.thread_call("t", "b")["echo"]["input"] == "b"
+    assert server.connections == 2
+
+
+def test_an_answer_that_is_not_http_is_unreachable(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "close"))
+    with Client(server.url) as api, pytest.raises(GatewayUnreachable, match=r"not HTTP/1\.1"):
+        api.thread_call("t", "1")
+
+
+def test_an_api_key_a_header_cannot_carry_is_refused_before_anything_is_sent(serve: Callable[..., Server]) -> None:
+    server = serve(call_answer)
+    for key in ("sk-1\r\nx-injected: 1", "sk-ключ"):
+        with pytest.raises(ClientError, match="printable ASCII"):
+            Client(server.url, api_key=key)
+        with pytest.raises(ClientError, match="printable ASCII"):
+            AsyncClient(server.url, api_key=key)
+    assert server.connections == 0
+
+
+def test_a_line_break_in_a_request_header_never_reaches_the_wire() -> None:
+    origin = gateway.connection.Origin("http", "127.0.0.1", 80, "", 1.0, 1.0, None)
+    with pytest.raises(gateway.connection.ProtocolError, match="line break"):
+        gateway.connection.Pool(origin).request("GET", "/v1/x", [("x-id", "1\r\nx-injected: 1")])
