@@ -200,11 +200,12 @@ class DockerBackend(EngineFiles, Checkpointing):
         data: DataDir | None = None
         if engine.host.local:
             data = DataDir(root / "data", uid=self.config.uid)
+            channel = await self._socket_channel(engine)
             await _finish_even_if_cancelled(
-                asyncio.to_thread(self._prepare_dirs, root, data, parse_size(limits.data_size)),
+                asyncio.to_thread(self._prepare_dirs, root, data, parse_size(limits.data_size), channel),
                 lambda: asyncio.to_thread(release_workdir, root))
             mount: dict[str, Any] = {str(data.path): {"bind": "/mnt/data", "mode": "rw"}}
-            if self._socket_channel:
+            if channel:
                 mount[str(root / "channel")] = {"bind": CHANNEL, "mode": "ro"}
         else:
             volume = f"codeinterp-data-{key}"
@@ -237,14 +238,19 @@ class DockerBackend(EngineFiles, Checkpointing):
         return KernelHost(session_id=spec.session_id, name=container.id or "", key=hmac_key, data=data,
                           engine=engine.name)
 
-    @property
-    def _socket_channel(self) -> bool:
-        """Whether a local sandbox's relay reaches us over a socket (sandbox/_socketpipe.py): runc only."""
-        return self.config.runtime in (None, "", "runc")
+    async def _socket_channel(self, engine: Engine) -> bool:
+        """Whether a local sandbox's relay reaches us over a socket (sandbox/_socketpipe.py): under runc only,
+        also when runc is just the engine's default (a default of runsc keeps the exec stream)."""
+        if self.config.runtime:
+            return bool(self.config.runtime == "runc")
+        if engine.default_runtime is None:
+            info: dict[str, Any] = await self._call(engine, lambda: engine.client().info())
+            engine.default_runtime = str(info.get("DefaultRuntime") or "runc")
+        return engine.default_runtime == "runc"
 
-    def _prepare_dirs(self, root: Path, data: DataDir, data_size: int) -> None:
+    def _prepare_dirs(self, root: Path, data: DataDir, data_size: int, channel: bool) -> None:
         root.mkdir(parents=True, mode=0o700)
-        if self._socket_channel:
+        if channel:
             (root / "channel").mkdir(mode=0o755)
         make_data_dir(data, size=data_size, mode=self.config.data_quota)
 

@@ -123,6 +123,7 @@ class Engine:
         self.last_error = ""
         self._skip_until = 0.0
         self.memory_total = 0  # bytes, from `docker info`; 0 until known
+        self.default_runtime: str | None = None  # from `docker info`, once a sandbox needs it
 
     @property
     def name(self) -> str:

@@ -17,7 +17,7 @@ from typing import cast
 
 import pytest
 
-from sandbox import KernelStartError, Outcome
+from sandbox import DockerBackend, DockerConfig, KernelStartError, Outcome
 from sandbox._execpipe import ExecPipe
 from sandbox._socketpipe import SOCKET_NAME, ChannelListener
 from tests.runtime_support import UNDER_GVISOR
@@ -145,3 +145,33 @@ async def test_the_channel_survives_a_kernel_restart(make_session):
     assert result.outcome is Outcome.OK, result
     # The old relay went with its channel: one relay, on a fresh connection.
     assert result.stdout.splitlines()[0] == ("1 pipe" if UNDER_GVISOR else "1 socket")
+
+
+class _Info:
+    def __init__(self, default: str) -> None:
+        self.default, self.asked = default, 0
+
+    def info(self) -> dict[str, str]:
+        self.asked += 1
+        return {"DefaultRuntime": self.default}
+
+
+@pytest.mark.parametrize(("runtime", "default", "socket_channel"), [
+    (None, "runc", True), (None, "runsc", False), ("runc", "runsc", True), ("runsc", "runc", False),
+    ("kata", "runc", False),
+])
+async def test_the_socket_channel_is_for_runc_whether_named_or_the_engines_default(
+        runtime: str | None, default: str, socket_channel: bool) -> None:
+    # An engine whose default runtime is gVisor must keep the exec stream: its sandboxes cannot reach a
+    # host socket. The engine's answer is asked once, and only when no runtime is named.
+    backend = DockerBackend(DockerConfig(runtime=runtime))
+    try:
+        (engine,) = backend.engines
+        answers = _Info(default)
+        engine._client = answers  # type: ignore[assignment]  # `docker info` is all this asks of it
+        assert await backend._socket_channel(engine) is socket_channel
+        assert await backend._socket_channel(engine) is socket_channel
+        assert answers.asked == (0 if runtime else 1)
+    finally:
+        engine._client = None
+        await backend.aclose()
