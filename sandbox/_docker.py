@@ -259,7 +259,7 @@ class DockerBackend(EngineFiles, Checkpointing):
         container mounts one (sandbox/_socketpipe.py), else its stdin and stdout are the channel."""
         engine = self._engine(host)
         channel = host.data.path.parent / "channel" if host.data is not None else None
-        listener = await asyncio.to_thread(ChannelListener, channel) if channel and channel.is_dir() else None
+        listener = await asyncio.to_thread(ChannelListener.open_in, channel)
         relay = [source("relay"), f"{RUN}/connection.json"]
         command = ([PYTHON, "-I", "-c", source("dial"), f"{CHANNEL}/{SOCKET_NAME}", *relay] if listener
                    else [PYTHON, "-I", "-c", *relay])

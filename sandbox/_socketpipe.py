@@ -74,7 +74,11 @@ class ChannelListener:
     would pass the 108-byte limit of a socket path)."""
 
     def __init__(self, directory: Path) -> None:
-        self._dir = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._dir = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KernelStartError(f"cannot listen for the kernel relay in {directory} ({exc}); "
+                                   "the sandbox's work dir is gone: start a new session") from exc
         self._path = f"/proc/self/fd/{self._dir}/{SOCKET_NAME}"
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -85,9 +89,17 @@ class ChannelListener:
             os.chmod(self._path, 0o666)
             self._sock.listen(4)
             self._sock.setblocking(False)
+        except OSError as exc:
+            self.close()
+            raise KernelStartError(f"cannot listen for the kernel relay in {directory} ({exc})") from exc
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def open_in(cls, directory: Path | None) -> ChannelListener | None:
+        """A listener in ``directory``; None when there is none (gVisor, a remote engine, an older sandbox)."""
+        return cls(directory) if directory is not None and directory.is_dir() else None
 
     async def accept(self, exec_stream: ExecPipe, exec_pid: Callable[[], Awaitable[int]],
                      timeout: float) -> SocketPipe:

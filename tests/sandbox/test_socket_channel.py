@@ -175,3 +175,10 @@ async def test_the_socket_channel_is_for_runc_whether_named_or_the_engines_defau
     finally:
         engine._client = None
         await backend.aclose()
+
+
+def test_no_directory_is_no_listener_and_a_vanished_one_is_a_start_error(tmp_path: Path) -> None:
+    assert ChannelListener.open_in(None) is None
+    assert ChannelListener.open_in(tmp_path / "never-made") is None
+    with pytest.raises(KernelStartError, match="work dir is gone"):
+        ChannelListener(tmp_path / "never-made")
