@@ -120,9 +120,15 @@ class ChannelListener:
                     conn, _ = accepting.result()
                     pid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                            _PEERCRED.size))[0]
-                    if pid == await exec_pid():
+                    relay = await exec_pid()
+                    while not relay:
+                        # Docker says 0 until it has recorded the exec's pid, which can come after the
+                        # relay has connected (nearly always, right after the attach).
+                        await asyncio.sleep(0.01)
+                        relay = await exec_pid()
+                    if pid == relay:
                         break
-                    log.warning("closed a kernel channel connection from pid %d, not the relay's", pid)
+                    log.warning("closed a kernel channel connection from pid %d, not the relay's (%d)", pid, relay)
                     conn.close()
         except TimeoutError:
             raise KernelStartError(f"the kernel relay did not connect within {timeout:g} s; "

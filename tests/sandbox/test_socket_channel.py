@@ -64,8 +64,10 @@ async def test_only_the_expected_pid_gets_the_channel(tmp_path):
                              cwd=directory)
     try:
 
+        answers = iter([0, 0])  # Docker knows an exec's pid only a moment after it started
+
         async def relay_pid() -> int:
-            return relay.pid
+            return next(answers, relay.pid)
 
         stream = _Stream()
         pipe = await listener.accept(cast(ExecPipe, stream), relay_pid, timeout=30)
