@@ -132,7 +132,7 @@ async def test_the_relay_holds_a_socket_the_sandbox_cannot_touch(make_session):
     assert result.outcome is Outcome.OK, result
     lines = result.stdout.splitlines()
     if UNDER_GVISOR:
-        assert lines[0] == "1 pipe"  # Docker's exec stream
+        assert lines[0] == "1 host"  # Docker's exec stream, a host descriptor the sentry passes on
         assert lines[2] == "no channel dir"
     else:
         assert lines == ["1 socket", "OSError", "[]"]
@@ -146,7 +146,7 @@ async def test_the_channel_survives_a_kernel_restart(make_session):
     result = await session.execute(_RELAY_STDIN)
     assert result.outcome is Outcome.OK, result
     # The old relay went with its channel: one relay, on a fresh connection.
-    assert result.stdout.splitlines()[0] == ("1 pipe" if UNDER_GVISOR else "1 socket")
+    assert result.stdout.splitlines()[0] == ("1 host" if UNDER_GVISOR else "1 socket")
 
 
 class _Info:
