@@ -242,7 +242,8 @@ class CallService:
             # The sandbox went away under the call (a delete that could not wait, or Docker itself):
             # the tenant is told what happened in our words; the detail is for the operator.
             log.warning("call failed", extra={"call_id": run.id, "container_id": record.id,
-                                              "error": type(exc).__name__, "detail": str(exc)})
+                                              "docker_id": record.docker_id, "error": type(exc).__name__,
+                                              "detail": str(exc)})
             if run.deleted:
                 body = run.body("incomplete", DELETED, (), int(time.time()))
             else:
