@@ -33,7 +33,7 @@ from ._errors import (
 from ._execpipe import ExecPipe
 from ._inside import source
 from ._results import KernelExit
-from ._socketpipe import SOCKET_NAME, ChannelListener
+from ._socketpipe import CHANNEL_DIR, SOCKET_NAME, ChannelListener
 from ._volume import make_data_dir, release_stale_workdirs, release_workdir
 from ._volumefiles import VolumeFiles, data_volume_options, keep_data
 
@@ -206,7 +206,7 @@ class DockerBackend(EngineFiles, Checkpointing):
                 lambda: asyncio.to_thread(release_workdir, root))
             mount: dict[str, Any] = {str(data.path): {"bind": "/mnt/data", "mode": "rw"}}
             if channel:
-                mount[str(root / "channel")] = {"bind": CHANNEL, "mode": "ro"}
+                mount[str(root / CHANNEL_DIR)] = {"bind": CHANNEL, "mode": "ro"}
         else:
             volume = f"codeinterp-data-{key}"
             await self._call(engine, lambda: engine.client().api.create_volume(
@@ -251,14 +251,14 @@ class DockerBackend(EngineFiles, Checkpointing):
     def _prepare_dirs(self, root: Path, data: DataDir, data_size: int, channel: bool) -> None:
         root.mkdir(parents=True, mode=0o700)
         if channel:
-            (root / "channel").mkdir(mode=0o755)
+            (root / CHANNEL_DIR).mkdir(mode=0o755)
         make_data_dir(data, size=data_size, mode=self.config.data_quota)
 
     async def connect(self, host: KernelHost) -> Pipe:
         """A relay beside the kernel, run with ``docker exec``: over a socket we listen on when the
         container mounts one (sandbox/_socketpipe.py), else its stdin and stdout are the channel."""
         engine = self._engine(host)
-        channel = host.data.path.parent / "channel" if host.data is not None else None
+        channel = host.data.path.parent / CHANNEL_DIR if host.data is not None else None
         listener = await asyncio.to_thread(ChannelListener.open_in, channel)
         relay = [source("relay"), f"{RUN}/connection.json"]
         command = ([PYTHON, "-I", "-c", source("dial"), f"{CHANNEL}/{SOCKET_NAME}", *relay] if listener

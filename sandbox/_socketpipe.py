@@ -30,10 +30,11 @@ from ._channel import READ_CHUNK
 from ._errors import KernelStartError
 from ._execpipe import ExecPipe
 
-__all__ = ["SOCKET_NAME", "ChannelListener", "SocketPipe"]
+__all__ = ["CHANNEL_DIR", "SOCKET_NAME", "ChannelListener", "SocketPipe"]
 
 log = logging.getLogger("codeinterp.sandbox")
 
+CHANNEL_DIR = "channel"  # in a sandbox's work dir, beside data/: where we listen, mounted read-only
 SOCKET_NAME = "relay.sock"
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
