@@ -21,6 +21,7 @@ Errors: a failure to connect, send or read raises ``OSError`` (``TimeoutError`` 
 from __future__ import annotations
 
 import asyncio
+import re
 import select
 import socket
 import ssl
@@ -39,6 +40,7 @@ __all__ = ["IDLE_EXPIRY", "AsyncPool", "Origin", "Pool", "ProtocolError", "Reply
 IDLE_EXPIRY = 4.0  # seconds; uvicorn closes a connection idle for 5 by default
 _MAX_IDLE = 16  # connections kept open for reuse; more are opened while more requests run at once
 _READ = 65536
+_BREAKS = re.compile("[\r\n\0]")  # none may be in a request line or header
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Origin:
     host: str
     port: int
     prefix: str  # the base URL's path, which every request target starts with
-    timeout: float  # seconds that each send and each read may wait
+    timeout: float  # seconds a request may wait for the server's next bytes
     connect_timeout: float
     tls: ssl.SSLContext | None
 
@@ -91,7 +93,7 @@ class ProtocolError(Exception):
 def _request_bytes(origin: Origin, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
     lines = [f"{method} {origin.prefix}{target} HTTP/1.1", f"host: {origin.host_header}",
              *(f"{name}: {value}" for name, value in headers), f"content-length: {len(body)}"]
-    if any(c in line for line in lines for c in "\r\n\0"):
+    if _BREAKS.search("".join(lines)):
         raise ProtocolError("a request line or header holds a line break or NUL; check the API key and base URL")
     try:
         return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body
@@ -220,28 +222,112 @@ class Pool:
             conn.sock.close()
 
 
-class _Async:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+class _Async(asyncio.Protocol):
+    """One connection, as a protocol: its bytes go straight to the exchange under way, with no stream
+    objects and one timer a request. Over asyncio's streams (a reader, a writer, a timeout for the drain
+    and one for each read) a ``pass`` call cost the client 0.35 ms of CPU here, now 0.29 to 0.33."""
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
         self.idle_since = time.monotonic()
+        self.closed = False  # by either side, or left in a state nobody may reuse
+        self._exchange: _Exchange | None = None
+        self._waiter: asyncio.Future[Reply] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._heard = 0.0  # the loop's time when the server's last bytes came, or the request went
 
     @classmethod
     async def open(cls, origin: Origin) -> _Async:
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(origin.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                origin.host, origin.port, ssl=origin.tls, server_hostname=origin.host if origin.tls else None)
-        sock: Any = writer.get_extra_info("socket")
+            _, conn = await loop.create_connection(
+                lambda: cls(origin), origin.host, origin.port, ssl=origin.tls,
+                server_hostname=origin.host if origin.tls else None)
+        return conn
+
+    # asyncio's callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock: Any = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer)
+
+    def data_received(self, data: bytes) -> None:
+        if self._exchange is None or self._waiter is None or self._waiter.done():
+            self.close()  # bytes nobody asked for: the connection's state is unknown
+            return
+        self._heard = asyncio.get_running_loop().time()  # a wait ends with each byte: the timer sees it
+        try:
+            reply = self._exchange.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        if reply is not None:
+            self._done(reply)
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        if self._exchange is not None and self._waiter is not None and not self._waiter.done():
+            try:
+                reply = self._exchange.feed(b"")  # a body delimited by the end of the stream
+            except ProtocolError as exc:
+                self._fail(exc)
+            else:
+                if reply is not None:
+                    self._done(reply)
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc or ProtocolError("the server closed the connection before its answer was whole"))
+
+    async def exchange(self, data: bytes) -> tuple[Reply, bool]:
+        """Send ``data`` and wait for the whole reply; with it, whether the connection may carry another."""
+        assert self.transport is not None
+        self._exchange, self._waiter = _Exchange(), asyncio.get_running_loop().create_future()
+        try:
+            self.transport.write(data)
+            loop = asyncio.get_running_loop()
+            self._heard = loop.time()
+            self._timer = loop.call_at(self._heard + self.origin.timeout, self._check_timeout)
+            reply = await self._waiter
+        except BaseException:  # cancelled or failed mid-exchange: the connection is never reused
+            self.close()
+            raise
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        return reply, self._exchange.keep_alive and not self.closed
 
     def fresh(self) -> bool:
         # The loop has seen the server's FIN by now if one came: the connection sat idle through it.
-        return (time.monotonic() - self.idle_since <= IDLE_EXPIRY and not self.reader.at_eof()
-                and not self.writer.is_closing())
+        return time.monotonic() - self.idle_since <= IDLE_EXPIRY and not self.closed
 
     def close(self) -> None:
-        self.writer.close()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _check_timeout(self) -> None:
+        # One timer a request, moved on when bytes came meanwhile: cheaper than one per chunk.
+        due = self._heard + self.origin.timeout
+        if due > asyncio.get_running_loop().time():
+            self._timer = asyncio.get_running_loop().call_at(due, self._check_timeout)
+            return
+        self._timer = None
+        self._fail(TimeoutError(f"no answer within {self.origin.timeout} s"))
+        self.close()
+
+    def _done(self, reply: Reply) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(reply)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
 
 
 class AsyncPool:
@@ -253,20 +339,9 @@ class AsyncPool:
 
     async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b"") -> Reply:
         data = _request_bytes(self.origin, method, target, headers, body)
-        conn, exchange = await self._take(), _Exchange()
-        try:
-            conn.writer.write(data)
-            async with asyncio.timeout(self.origin.timeout):
-                await conn.writer.drain()
-            while True:
-                async with asyncio.timeout(self.origin.timeout):
-                    reply = exchange.feed(await conn.reader.read(_READ))
-                if reply is not None:
-                    break
-        except BaseException:  # a cancelled request leaves the connection mid-exchange: never reused
-            conn.close()
-            raise
-        if exchange.keep_alive and len(self._idle) < _MAX_IDLE:
+        conn = await self._take()
+        reply, reusable = await conn.exchange(data)
+        if reusable and len(self._idle) < _MAX_IDLE:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
