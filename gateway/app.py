@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ERROR_RESPONSES, TooLarge, error_response, install_error_handlers
+from .logs import REQUEST_LOG, RequestLog
 from .metrics import Metrics
 from .routes import containers, files, threads
 from .routes.context import Services
@@ -35,7 +36,9 @@ class Endpoint(Protocol):
 
 def create_app(services: Services, *, metrics: Metrics, health: Callable[[], Awaitable[dict[str, Any]]],
                max_upload_bytes: int, on_startup: Hook | None = None, on_shutdown: Hook | None = None,
-               endpoints: dict[str, Endpoint] | None = None) -> FastAPI:
+               endpoints: dict[str, Endpoint] | None = None, opentelemetry: bool = False) -> FastAPI:
+    """``opentelemetry``: FastAPI's own instrumentation, for an OpenTelemetry SDK set up in this process.
+    Off, it costs nothing; on, it looks for a configured provider on every request, even where none is."""
     endpoints = endpoints or {}
 
     @asynccontextmanager
@@ -53,7 +56,8 @@ def create_app(services: Services, *, metrics: Metrics, health: Callable[[], Awa
 
     app = FastAPI(title="codeinterp", version="0.1.0", lifespan=lifespan,
                   description="A self-hosted, sandboxed code interpreter with OpenAI-shaped APIs.",
-                  responses=ERROR_RESPONSES)
+                  responses=ERROR_RESPONSES,
+                  telemetry=None if opentelemetry else {"tracing": False, "metrics": False, "logs": False})
     app.state.services = services
     install_error_handlers(app)
     # Starlette tries routes in order: the calls a run engine makes all the time come first. The
@@ -94,6 +98,7 @@ class Observe:
             return
         started = time.monotonic()
         status = 500  # what the client gets when the app fails before answering
+        entry = scope[REQUEST_LOG] = RequestLog()
 
         async def observed_send(message: Message) -> None:
             nonlocal status
@@ -104,6 +109,7 @@ class Observe:
         try:
             await self.app(scope, receive, observed_send)
         finally:
+            entry.open = False
             path = getattr(scope.get("route"), "path", "unmatched")
             elapsed = time.monotonic() - started
             self.metrics.requests.labels(scope["method"], path, str(status)).inc()
@@ -111,7 +117,7 @@ class Observe:
             if log.isEnabledFor(logging.INFO):
                 log.info("request", extra={"method": scope["method"], "route": path, "status": status,
                                            "duration_ms": round(elapsed * 1000, 1),
-                                           "owner": scope.get("state", {}).get("owner")})
+                                           "owner": scope.get("state", {}).get("owner"), **entry.fields})
 
 
 class BodyLimit:

@@ -19,6 +19,7 @@ from .container_files import ContainerFiles
 from .containers import ContainerService
 from .errors import BadRequest, Conflict, NotFound, public_message
 from .files import FileService
+from .logs import RequestLog
 from .notebook import Cell, cell_from_call, notebook
 from .outcomes import error_of, stopped_error
 from .records import ContainerRecord, Page, new_id
@@ -75,6 +76,7 @@ class CallRun:
     recorded: bool = False  # its in-progress row is written
     recording: asyncio.Task[None] | None = None  # writing it, late (IN_PROGRESS_AFTER)
     record_timer: asyncio.TimerHandle | None = None
+    request_log: RequestLog | None = None  # the line of the request that waits for the call's end
 
     def container_deleted(self) -> None:
         self.deleted = True
@@ -112,9 +114,13 @@ class CallService:
 
     async def start(self, owner: str, record: ContainerRecord, session: sandbox.Session, *, code: str,
                     file_ids: Sequence[str], timeout: float | None, thread_id: str | None = None,
-                    restored: Restored | None = None, stream: bool = False, background: bool = False) -> CallRun:
+                    restored: Restored | None = None, stream: bool = False, background: bool = False,
+                    request_log: RequestLog | None = None) -> CallRun:
         """Validate, place files, and start running it; a streamed or background call is recorded as in
         progress at once, another one only if it runs longer than IN_PROGRESS_AFTER (see there).
+
+        ``request_log``: the log line of the request that answers with the whole call, which then
+        carries the call's end; otherwise (streamed, background, no request) the end has its own line.
 
         ``session`` is leased by the caller; the lease is released when the call ends.
         """
@@ -128,7 +134,8 @@ class CallService:
             # No touch here: the lease keeps the sandbox from expiring, and the end of the call touches it.
             await self.container_files.place_missing(owner, record, session, file_ids)
             run = CallRun(id=new_id("call_"), code=code, container_id=record.id, thread_id=thread_id,
-                          created_at=int(time.time()), restored=restored, streamed=stream, background=background)
+                          created_at=int(time.time()), restored=restored, streamed=stream, background=background,
+                          request_log=None if stream or background else request_log)
             if stream or background:
                 await self.store.add_call(run.id, record.id, "in_progress", run.body("in_progress"),
                                           node=self.containers.node)
@@ -250,9 +257,13 @@ class CallService:
                 body = run.body("failed", {"code": "sandbox_error", "message": public_message(exc)}, (),
                                 int(time.time()))
         await self._finish(run, body, record.id, time.time())
-        log.info("call finished", extra={"call_id": run.id, "container_id": record.id, "status": body["status"],
-                                         "duration_ms": round((time.monotonic() - started) * 1000),
-                                         "outputs": len(run.outputs), "files": len(body["files"])})
+        duration_ms = round((time.monotonic() - started) * 1000)
+        if run.request_log is None or not run.request_log.add({
+                "call_id": run.id, "container_id": record.id, "call_status": body["status"],
+                "call_duration_ms": duration_ms, "outputs": len(run.outputs), "files": len(body["files"])}):
+            log.info("call finished", extra={"call_id": run.id, "container_id": record.id, "status": body["status"],
+                                             "duration_ms": duration_ms, "outputs": len(run.outputs),
+                                             "files": len(body["files"])})
         run.emit(None)
         return body
 

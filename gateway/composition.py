@@ -118,7 +118,7 @@ class Gateway:
                           idle_timeout=s.thread_expiry_minutes * 60)
         app = create_app(self.services, metrics=self.metrics, health=self.health,
                          max_upload_bytes=s.max_upload_bytes, on_startup=self.startup,
-                         on_shutdown=self.shutdown, endpoints={"/mcp": mcp})
+                         on_shutdown=self.shutdown, endpoints={"/mcp": mcp}, opentelemetry=s.opentelemetry)
         install_forwarding(app, self.nodes)
         return app
 

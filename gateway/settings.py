@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # Seconds of silence on a streamed call before an SSE comment line is sent, so that a proxy with an
     # idle timeout (often 60 s) does not cut a call that prints nothing for minutes; 0 sends none.
     sse_keepalive: float = 15.0
+    # FastAPI's OpenTelemetry spans and metrics, for an SDK configured in this process (for example by
+    # opentelemetry-instrument). Off by default: /metrics has the gateway's own, and the check for a
+    # provider would cost every request even with none set up.
+    opentelemetry: bool = False
     # CPU cores, process count and tmpfs sizes for each sandbox.
     cpus: float = 1.0
     pids_limit: int = 256

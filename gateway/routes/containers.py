@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from ..errors import BadRequest
 from ..files import checked_filename
+from ..logs import REQUEST_LOG
 from ..notebook import MEDIA_TYPE
 from ..schemas import (
     CallRequest,
@@ -146,7 +147,7 @@ async def create_call(request: Request, owner: Owner, container_id: str, body: C
     session, restored = await services.containers.lease_awake(record)
     run = await services.calls.start(owner, record, session, code=body.input, restored=restored,
                                      file_ids=body.file_ids, timeout=body.timeout, stream=body.stream,
-                                     background=body.background)
+                                     background=body.background, request_log=request.scope.get(REQUEST_LOG))
     return await respond(services, run, body, call_view(request, owner, body.format, body.image_url))
 
 

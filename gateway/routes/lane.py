@@ -24,6 +24,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import GatewayError
+from ..logs import REQUEST_LOG
 from ..schemas import THREAD_ID, ThreadCallRequest
 from .calling import call_view, respond
 from .context import Services, owner_of
@@ -60,7 +61,8 @@ class ThreadCallLane(Route):
         body = self._body(request, raw) if owner is not None else None
         if owner is None or body is None:
             return _Declined(self.router, raw)  # type: ignore[return-value]  # an ASGI app, as a response is
-        run = await start_thread_call(self.services, owner, request.path_params["thread_id"], body)
+        run = await start_thread_call(self.services, owner, request.path_params["thread_id"], body,
+                                      request.scope.get(REQUEST_LOG))
         return await respond(self.services, run, body, call_view(request, owner, body.format, body.image_url))
 
     @staticmethod

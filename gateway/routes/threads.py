@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ..calls import CallRun
 from ..errors import BadRequest, NotFound
+from ..logs import REQUEST_LOG, RequestLog
 from ..notebook import MEDIA_TYPE
 from ..records import ContainerRecord
 from ..responses import citations
@@ -31,7 +32,7 @@ def _services(request: Request) -> Services:
              responses=CALL_RESPONSES)
 async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body: ThreadCallRequest) -> Response:
     services = _services(request)
-    run = await start_thread_call(services, owner, thread_id, body)
+    run = await start_thread_call(services, owner, thread_id, body, request.scope.get(REQUEST_LOG))
     return await respond(services, run, body, call_view(request, owner, body.format, body.image_url))
 
 
@@ -39,7 +40,8 @@ async def thread_call(request: Request, owner: Owner, thread_id: ThreadId, body:
 THREAD_CALLS = f"{router.prefix}/calls"
 
 
-async def start_thread_call(services: Services, owner: str, thread_id: str, body: ThreadCallRequest) -> CallRun:
+async def start_thread_call(services: Services, owner: str, thread_id: str, body: ThreadCallRequest,
+                            request_log: RequestLog | None = None) -> CallRun:
     """The call a validated request asks for, started in the thread's sandbox (created on first use)."""
     containers = services.containers
     if not body.input.strip():  # refuse before the thread's sandbox is created, not after
@@ -59,7 +61,7 @@ async def start_thread_call(services: Services, owner: str, thread_id: str, body
         record, session, restored = await containers.thread_session(owner, thread_id, memory_limit=memory_limit)
     return await services.calls.start(owner, record, session, code=body.input, file_ids=file_ids,
                                       timeout=body.timeout, thread_id=thread_id, restored=restored,
-                                      stream=body.stream, background=body.background)
+                                      stream=body.stream, background=body.background, request_log=request_log)
 
 
 async def _thread_container(services: Services, owner: str, thread_id: str) -> ContainerRecord:
