@@ -30,7 +30,7 @@ class Params:
     warmup: int = 20
     clients: int = 8
     calls_per_client: int = 25
-    rounds: int = 5
+    rounds: int = 9  # of the throughput legs: a 2-core VM's figures drift 10-30 % from one to the next
     idle_sandboxes: int = 4
     file_mb: int = 100
     file_samples: int = 3
