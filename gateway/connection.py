@@ -256,7 +256,7 @@ class _Async(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._exchange is None or self._waiter is None or self._waiter.done():
-            self.close()  # bytes nobody asked for: the connection's state is unknown
+            self._drop()  # bytes nobody asked for: the connection's state is unknown
             return
         self._heard = asyncio.get_running_loop().time()  # a wait ends with each byte: the timer sees it
         try:
@@ -294,7 +294,7 @@ class _Async(asyncio.Protocol):
             self._timer = loop.call_at(self._heard + self.origin.timeout, self._check_timeout)
             reply = await self._waiter
         except BaseException:  # cancelled or failed mid-exchange: the connection is never reused
-            self.close()
+            self._drop()
             raise
         finally:
             if self._timer is not None:
@@ -304,7 +304,8 @@ class _Async(asyncio.Protocol):
 
     def fresh(self) -> bool:
         # The loop has seen the server's FIN by now if one came: the connection sat idle through it.
-        return time.monotonic() - self.idle_since <= IDLE_EXPIRY and not self.closed
+        return (time.monotonic() - self.idle_since <= IDLE_EXPIRY and not self.closed
+                and self.transport is not None and not self.transport.is_closing())
 
     def close(self) -> None:
         self.closed = True
@@ -319,7 +320,13 @@ class _Async(asyncio.Protocol):
             return
         self._timer = None
         self._fail(TimeoutError(f"no answer within {self.origin.timeout} s"))
-        self.close()
+        self._drop()
+
+    def _drop(self) -> None:
+        # Not close(): that waits for unsent bytes to go, which a server that stopped reading never takes.
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def _done(self, reply: Reply) -> None:
         if self._waiter is not None and not self._waiter.done():
